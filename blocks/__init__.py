@@ -1,0 +1,1 @@
+"""Prefect Block types holding connection settings and credentials."""

@@ -1,0 +1,231 @@
+"""The ``homelab`` command.
+
+Exit codes: 0 success; 1 deploy failed (a stack is not healthy); 2 invalid inventory or
+usage; 3 a host failed pre-flight or is unreachable; 4 the Prefect server failed.
+Prefect is imported only by the commands that run flows, so ``plan`` and ``status`` stay fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deployments import server
+from deployments.desired import DesiredState, load_desired_state
+from tasks.errors import DeployFailed, HomelabError, PreflightFailed
+from tasks.report import table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Health-gated, phased Docker Compose deploys of the homelab.")
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (127.0.0.1:4200).")
+lab_app = typer.Typer(no_args_is_help=True, help="The simulated homelab (network namespaces on this machine).")
+app.add_typer(server_app, name="server")
+app.add_typer(lab_app, name="lab")
+
+DEFAULT_INVENTORY = os.environ.get("HOMELAB_INVENTORY", "deployments/homelab.yaml")
+Inventory = Annotated[Path, typer.Option("--inventory", "-i", help="inventory YAML (env HOMELAB_INVENTORY)")]
+Ref = Annotated[str | None, typer.Option("--ref", help="deploy the inventory as it was at this git commit/tag")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output (stable field names)")]
+Only = Annotated[list[str] | None, typer.Option("--only", help="limit to these stacks (repeatable)")]
+
+_debug = False
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False) -> None:
+    global _debug
+    _debug = debug
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    if _debug:
+        traceback.print_exception(exc)
+    print(f"error: {exc}", file=sys.stderr)
+    return typer.Exit(getattr(exc, "exit_code", 1))
+
+
+def _emit(data: dict) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _load(inventory: Path, ref: str | None, only: list[str] | None = None) -> DesiredState:
+    return load_desired_state(inventory, ref, only or None)
+
+
+@app.command()
+def plan(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: Only = None,
+         as_json: Json = False) -> None:
+    """Show, per phase, host and stack, what a deploy would do, and why."""
+    from tasks.plan import make_plan
+    from tasks.remote import HostPool
+    from tasks.survey import ssh_targets, survey_hosts
+
+    async def run() -> dict:
+        desired = _load(inventory, ref, only)
+        async with HostPool(ssh_targets(desired)) as pool:
+            surveys, problems = await survey_hosts(pool, desired)
+        if problems:
+            raise PreflightFailed(problems)
+        return make_plan(desired, surveys, full=not only).to_json()
+
+    try:
+        result = asyncio.run(run())
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _emit(result)
+        return
+    rows = [[c["phase"], c["host"], c["stack"], c["action"], c["reason"]] for c in result["changes"]]
+    print(table(rows, ["PHASE", "HOST", "STACK", "ACTION", "REASON"]))
+    counts = {a: sum(c["action"] == a for c in result["changes"]) for a in ("create", "update", "unchanged", "remove")}
+    print("\n" + ", ".join(f"{n} {a}" for a, n in counts.items()))
+
+
+@app.command()
+def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: Only = None,
+           prune: Annotated[bool, typer.Option(help="also take down stacks the inventory no longer places")] = False,
+           as_json: Json = False) -> None:
+    """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
+    try:
+        _load(inventory, ref, only)  # a bad inventory fails here, before any server or host is contacted
+        api_url = server.ensure_api()
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    from flows.deploy import deploy_homelab
+
+    async def run() -> tuple[object, str | None]:
+        state = await deploy_homelab(inventory=str(inventory.absolute()), ref=ref, only=only or None,
+                                     prune=prune, return_state=True)
+        return await state.aresult(raise_on_failure=False), state.state_details.flow_run_id
+
+    value, flow_run_id = asyncio.run(run())
+    ui = api_url.removesuffix("/api") + f"/runs/flow-run/{flow_run_id}" if flow_run_id else None
+    if isinstance(value, DeployFailed):
+        report = value.report.to_json()
+    elif isinstance(value, dict):
+        report = value
+    else:
+        error = value if isinstance(value, BaseException) else RuntimeError(f"unexpected flow result: {value!r}")
+        if as_json:
+            _emit({"result": "failed", "flow_run_id": str(flow_run_id), "error": str(error), "stacks": []})
+        exc = _fail(error)
+        if ui:
+            print(f"Prefect UI: {ui}", file=sys.stderr)
+        raise exc
+    if as_json:
+        _emit(report)
+    else:
+        _print_report(report)
+        if ui:
+            print(f"\nPrefect UI: {ui}")
+    raise typer.Exit(0 if report["result"] == "success" else 1)
+
+
+def _print_report(report: dict) -> None:
+    rows = [[s["phase"], s["host"], s["stack"], s["action"], s["result"], f"{s['duration_s']:.1f}s",
+             (s.get("error") or s.get("reason") or "")[:90]] for s in report["stacks"]]
+    print(table(rows, ["PHASE", "HOST", "STACK", "ACTION", "RESULT", "TIME", "DETAIL"]))
+    for failure in report.get("failures", []):
+        print(f"\n--- {failure['stack']} on {failure['host']} failed ---\n{failure['error']}")
+        if failure.get("probe_output"):
+            print(f"health output:\n{failure['probe_output']}")
+        if failure.get("logs"):
+            print(f"container logs (tail):\n{failure['logs'][-3000:]}")
+    print(f"\n{report['result'].upper()} in {report['wall_s']:.1f}s (commit {report.get('commit')})")
+
+
+@app.command()
+def status(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False) -> None:
+    """Each host's stacks: release, commit, health and containers."""
+    from tasks.status import collect_status
+
+    try:
+        result = asyncio.run(collect_status(_load(inventory, None)))
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _emit(result)
+        return
+    rows = []
+    for host, facts in result["hosts"].items():
+        if not facts["reachable"]:
+            rows.append([host, "-", "-", "-", "UNREACHABLE", facts.get("error", "")[:80]])
+        for stack, info in facts["stacks"].items():
+            rows.append([host, stack, info["release"] or "-", (info["commit"] or "-")[:12],
+                         "healthy" if info["healthy"] else "NOT HEALTHY", f"{len(info['containers'])} container(s)"])
+    print(table(rows, ["HOST", "STACK", "RELEASE", "COMMIT", "HEALTH", "CONTAINERS"]))
+    bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
+              for f in result["hosts"].values())
+    raise typer.Exit(1 if bad else 0)
+
+
+@server_app.command("up")
+def server_up() -> None:
+    """Start the local Prefect server (or reuse the running one)."""
+    try:
+        url = server.up()
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    print(f"Prefect API {url}  UI {server.UI_URL}")
+
+
+@server_app.command("down")
+def server_down() -> None:
+    """Stop the local Prefect server started by `homelab server up`."""
+    print("stopped" if server.down() else "not running")
+
+
+@lab_app.command("up")
+def lab_up() -> None:
+    """Create the simulated homelab; the last line printed is the lab inventory's path."""
+    from lab import configrepo, manager
+
+    manager.up()
+    print(configrepo.ensure())
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove every namespace, process, mount and rule the lab created."""
+    from lab import manager
+
+    manager.down()
+
+
+@lab_app.command("status")
+def lab_status(as_json: Json = False) -> None:
+    from lab import manager
+
+    result = manager.status()
+    if as_json:
+        _emit(result)
+        return
+    rows = [[h, s["address"], _yes(s["up"]), _yes(s["sshd"]), _yes(s["engine"])] for h, s in result.items()]
+    print(table(rows, ["HOST", "ADDRESS", "UP", "SSHD", "ENGINE"]))
+
+
+@lab_app.command("reset")
+def lab_reset() -> None:
+    """Remove every container and the deploy state on all lab hosts."""
+    from lab import manager
+
+    manager.reset()
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

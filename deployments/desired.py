@@ -1,0 +1,109 @@
+"""The desired state: a validated inventory plus the exact bytes of every stack's compose file.
+
+Everything the planner compares against a host is computed here, locally, before any host
+is contacted: the config hash of each stack and the images it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deployments.inventory import Inventory, compose_path, load_inventory
+from deployments.source import open_source
+from deployments.yamlpos import YamlSyntaxError, load_with_lines
+from tasks.errors import InventoryError
+
+
+@dataclass(frozen=True)
+class DesiredStack:
+    name: str
+    phase: str
+    hosts: tuple[str, ...]
+    compose: bytes = field(repr=False)
+    images: dict[str, str]  # service -> image reference
+    config_hash: str
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(self.images)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    inventory: Inventory
+    source: str  # inventory as shown to users, e.g. "homelab.yaml@v2"
+    commit: str | None
+    stacks: dict[str, DesiredStack]  # in phase order
+    inventory_dir: Path = field(repr=False, default=Path("."))
+
+    def targeted_hosts(self) -> list[str]:
+        wanted = {host for stack in self.stacks.values() for host in stack.hosts}
+        return [host for host in self.inventory.hosts if host in wanted]
+
+
+def config_hash(compose: bytes) -> str:
+    """Identity of what a stack runs from. Equal hash means nothing to do."""
+    return "sha256:" + hashlib.sha256(compose).hexdigest()
+
+
+def parse_compose_images(text: str, shown: str) -> dict[str, str]:
+    """service -> image for a compose file; every service must name an image."""
+    try:
+        doc = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        raise InventoryError([f"{shown}:{exc.line or 1}: {exc}"]) from exc
+    services = doc.data.get("services") if isinstance(doc.data, dict) else None
+    if not isinstance(services, dict) or not services:
+        raise InventoryError([f"{shown}:1: services: a compose file needs a non-empty `services` mapping"])
+    images: dict[str, str] = {}
+    problems = []
+    for name, spec in services.items():
+        image = spec.get("image") if isinstance(spec, dict) else None
+        if not isinstance(image, str) or not image:
+            line = doc.line_of(("services", name))
+            problems.append(f"{shown}:{line}: services.{name}.image: every service needs an image "
+                            "(build images in CI and reference them here)")
+        else:
+            images[str(name)] = image
+    if problems:
+        raise InventoryError(problems)
+    return images
+
+
+def load_desired_state(inventory_file: str | Path, ref: str | None = None,
+                       only: list[str] | None = None) -> DesiredState:
+    """Read the inventory and compose files (at ``ref`` if given) and restrict to ``only``."""
+    with open_source(Path(inventory_file), ref) as tree:
+        inventory = load_inventory(tree.inventory, tree.display)
+        phase_of = inventory.stack_phase()
+        unknown = sorted(set(only or ()) - set(phase_of))
+        if unknown:
+            raise InventoryError([f"--only: unknown stack(s) {', '.join(unknown)} "
+                                  f"(known: {', '.join(phase_of)})"])
+        stacks: dict[str, DesiredStack] = {}
+        problems: list[str] = []
+        for phase_name in inventory.phase_order():
+            for name, stack in inventory.phases[phase_name].stacks.items():
+                if only and name not in only:
+                    continue
+                path = compose_path(tree.inventory.parent, name, stack)
+                compose = path.read_bytes()
+                shown = _shown(path, tree.inventory.parent, tree.display)
+                try:
+                    images = parse_compose_images(compose.decode(), shown)
+                except InventoryError as exc:
+                    problems += exc.problems
+                    continue
+                stacks[name] = DesiredStack(name, phase_name, tuple(stack.hosts), compose, images,
+                                            config_hash(compose))
+        if problems:
+            raise InventoryError(problems)
+        return DesiredState(inventory, tree.display, tree.commit, stacks, Path(inventory_file).parent)
+
+
+def _shown(path: Path, root: Path, display: str) -> str:
+    ref = display.partition("@")[2]
+    relative = path.relative_to(root) if path.is_relative_to(root) else path
+    return f"{relative}@{ref}" if ref else str(path)

@@ -1,0 +1,1 @@
+"""Prefect flows: thin DAGs that wire tasks together."""

@@ -1,0 +1,1 @@
+"""Domain tasks: pure command builders and the Prefect tasks that run them."""

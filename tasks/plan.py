@@ -1,0 +1,87 @@
+"""The plan is a value: desired state + host facts -> one action per (phase, host, stack).
+
+``homelab plan`` prints it and ``homelab deploy`` applies it; the apply step never
+re-decides. Stacks a host still runs but the inventory no longer places there are listed
+as ``remove`` in the pseudo-phase ``ORPHANS`` (applied only with ``--prune``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from deployments.desired import DesiredState
+from tasks.facts import HostSurvey, judge_project
+
+Action = Literal["create", "update", "unchanged", "remove"]
+ORPHANS = "orphans"
+
+
+@dataclass(frozen=True)
+class Change:
+    phase: str
+    host: str
+    stack: str
+    action: Action
+    reason: str
+    current_release: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "current_release"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    phases: tuple[str, ...]
+
+    def phase(self, name: str) -> list[Change]:
+        return [c for c in self.changes if c.phase == name]
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != "unchanged"]
+
+    def to_json(self) -> dict:
+        return {"changes": [c.to_dict() for c in self.changes]}
+
+
+def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bool = True) -> Plan:
+    """``full`` is False for ``--only`` runs, which never propose removals."""
+    changes: list[Change] = []
+    for stack in desired.stacks.values():
+        for host in stack.hosts:
+            changes.append(_decide(stack.phase, host, stack.name, stack.services, stack.config_hash,
+                                   surveys[host]))
+    phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
+    if full:
+        placed = {(host, stack.name) for stack in desired.stacks.values() for host in stack.hosts}
+        for host, facts in surveys.items():
+            for name, record in sorted(facts.releases.items()):
+                if (host, name) not in placed and record.status != "removed":
+                    changes.append(Change(ORPHANS, host, name, "remove",
+                                          "running on this host but no longer placed here by the inventory",
+                                          record.id))
+        if any(c.phase == ORPHANS for c in changes):
+            phases += (ORPHANS,)
+    return Plan(tuple(changes), phases)
+
+
+def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_hash: str,
+            facts: HostSurvey) -> Change:
+    record = facts.releases.get(stack)
+    if record is None:
+        why = facts.broken_releases.get(stack, "never deployed to this host")
+        return Change(phase, host, stack, "create", why)
+    if record.config_hash != want_hash:
+        return Change(phase, host, stack, "update",
+                      f"config changed ({_short(record.config_hash)} -> {_short(want_hash)})", record.id)
+    health = judge_project(services, facts.project(stack))
+    if not health.ok:
+        return Change(phase, host, stack, "update", f"release {record.id} is current but {health.reason}",
+                      record.id)
+    return Change(phase, host, stack, "unchanged", f"release {record.id} is current and healthy", record.id)
+
+
+def _short(config_hash: str) -> str:
+    return config_hash.removeprefix("sha256:")[:12]

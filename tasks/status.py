@@ -1,0 +1,44 @@
+"""``homelab status``: what each host runs now, from one survey per host."""
+
+from __future__ import annotations
+
+import asyncio
+
+from deployments.desired import DesiredState
+from tasks.facts import HostSurvey
+from tasks.remote import HostPool
+from tasks.survey import read_survey, ssh_targets
+
+
+def host_status(desired: DesiredState, host: str, facts: HostSurvey) -> dict:
+    """Stacks the inventory places on ``host`` plus any other stack with a release there."""
+    placed = [s.name for s in desired.stacks.values() if host in s.hosts]
+    stacks = {}
+    for name in dict.fromkeys([*placed, *facts.releases]):
+        record = facts.releases.get(name)
+        containers = facts.project(name)
+        stacks[name] = {
+            "release": record.id if record else None,
+            "commit": record.commit if record else None,
+            "placed": name in placed,
+            "healthy": bool(containers) and all(c.ok for c in containers),
+            "containers": [{"id": c.id[:12], "name": c.name, "image": c.image, "state": c.state,
+                            "health": c.health} for c in containers],
+        }
+    return {"reachable": True, "engine": facts.engine_version, "disk_free_mb": facts.disk_free_mb,
+            "stacks": stacks}
+
+
+async def collect_status(desired: DesiredState) -> dict:
+    inv = desired.inventory
+    hosts = desired.targeted_hosts()
+    async with HostPool(ssh_targets(desired)) as pool:
+        outcomes = await asyncio.gather(*(read_survey(pool, h, inv.state_dir(h), inv.hosts[h].gpu) for h in hosts),
+                                        return_exceptions=True)
+    out = {}
+    for host, outcome in zip(hosts, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            out[host] = {"reachable": False, "error": str(outcome), "stacks": {}}
+        else:
+            out[host] = host_status(desired, host, outcome)
+    return {"hosts": out}

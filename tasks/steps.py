@@ -1,0 +1,76 @@
+"""The Prefect tasks a deploy is made of: one per remote step, so the UI shows each one.
+
+Retries apply to transient SSH failures only (``is_transient``); a failed health gate is a
+result, not an exception, and is never retried.
+"""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from deployments.inventory import HealthCheck
+from tasks.compose import compose_pull, compose_up, image_ids, release_compose_file
+from tasks.errors import RemoteCommandError
+from tasks.facts import HostSurvey
+from tasks.health import GateResult, wait_healthy
+from tasks.releases import ReleaseRecord, commit_release
+from tasks.remote import HostPool, is_transient
+from tasks.survey import read_survey
+
+
+def _retry_if_transient(task, task_run, state) -> bool:
+    return is_transient(state.data if isinstance(state.data, BaseException) else None)
+
+
+# Connections are live objects: never hash or persist task inputs.
+REMOTE = {"cache_policy": NONE, "persist_result": False, "retries": 2, "retry_delay_seconds": 1,
+          "retry_condition_fn": _retry_if_transient}
+
+
+@task(name="survey-host", task_run_name="survey {host}", **REMOTE)
+async def survey_host(pool: HostPool, host: str, state_dir: str, gpu: bool) -> HostSurvey:
+    return await read_survey(pool, host, state_dir, gpu)
+
+
+@task(name="upload-release", task_run_name="upload {stack}@{host}", **REMOTE)
+async def upload_release(pool: HostPool, host: str, state_dir: str, stack: str, release: str,
+                         compose: bytes) -> None:
+    await pool[host].upload(release_compose_file(state_dir, stack, release), compose)
+
+
+@task(name="ensure-images", task_run_name="images {stack}@{host}", **REMOTE)
+async def ensure_images(pool: HostPool, host: str, state_dir: str, stack: str, release: str,
+                        images: dict[str, str], pull: str) -> dict[str, str]:
+    """Pull (policy ``always``, or ``missing`` when absent) and return image ref -> id."""
+    transport = pool[host]
+    refs = list(dict.fromkeys(images.values()))
+    if pull == "always":
+        await transport.run(compose_pull(state_dir, stack, release))
+    found = await transport.run(image_ids(refs), check=False)
+    if not found.ok and pull == "missing":
+        await transport.run(compose_pull(state_dir, stack, release))
+        found = await transport.run(image_ids(refs), check=False)
+    if not found.ok:
+        raise RemoteCommandError(host, f"image check for {stack}", found.exit_status,
+                                 f"image(s) not present and pull policy is {pull!r}: {found.stderr.strip()}")
+    ids = found.stdout.split()
+    return dict(zip(refs, ids, strict=False))
+
+
+@task(name="compose-up", task_run_name="up {stack}@{host}", **REMOTE)
+async def start_release(pool: HostPool, host: str, state_dir: str, stack: str, release: str) -> None:
+    await pool[host].run(compose_up(state_dir, stack, release))
+
+
+@task(name="health-gate", task_run_name="health {stack}@{host}", **REMOTE)
+async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str, ...],
+                      checks: list[HealthCheck], timeout_s: float, require_containers: bool) -> GateResult:
+    return await wait_healthy(pool[host], stack, services, checks, timeout_s, require_containers)
+
+
+@task(name="record-release", task_run_name="record {record.stack}@{record.host}", **REMOTE)
+async def record_release(pool: HostPool, state_dir: str, record: ReleaseRecord, keep: int) -> None:
+    await pool[record.host].run(
+        commit_release(state_dir, record.stack, record.id, keep, activate=record.status == "active"),
+        input=record.to_json())
