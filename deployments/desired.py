@@ -12,7 +12,7 @@ from pathlib import Path
 
 from deployments.inventory import Inventory, compose_path, load_inventory
 from deployments.source import open_source
-from deployments.yamlpos import YamlSyntaxError, load_with_lines
+from deployments.yamlpos import YamlSyntaxError, format_path, load_with_lines
 from tasks.errors import InventoryError
 
 
@@ -54,6 +54,8 @@ def parse_compose_images(text: str, shown: str) -> dict[str, str]:
         doc = load_with_lines(text)
     except YamlSyntaxError as exc:
         raise InventoryError([f"{shown}:{exc.line or 1}: {exc}"]) from exc
+    if doc.duplicates:
+        raise InventoryError([f"{shown}:{line}: {format_path(path)}: duplicate key" for path, line in doc.duplicates])
     services = doc.data.get("services") if isinstance(doc.data, dict) else None
     if not isinstance(services, dict) or not services:
         raise InventoryError([f"{shown}:1: services: a compose file needs a non-empty `services` mapping"])
@@ -92,7 +94,7 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
                 compose = path.read_bytes()
                 shown = _shown(path, tree.inventory.parent, tree.display)
                 try:
-                    images = parse_compose_images(compose.decode(), shown)
+                    images = parse_compose_images(_utf8(compose, shown), shown)
                 except InventoryError as exc:
                     problems += exc.problems
                     continue
@@ -101,6 +103,13 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
         if problems:
             raise InventoryError(problems)
         return DesiredState(inventory, tree.display, tree.commit, stacks, Path(inventory_file).parent)
+
+
+def _utf8(data: bytes, shown: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InventoryError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from exc
 
 
 def _shown(path: Path, root: Path, display: str) -> str:

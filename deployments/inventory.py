@@ -156,15 +156,17 @@ def load_inventory(path: Path, display: str | None = None) -> Inventory:
     """Parse and validate ``path``. ``display`` is the name used in messages (e.g. with @ref)."""
     shown = display or str(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InventoryError([f"{shown}: cannot read inventory: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from exc
     try:
         doc = load_with_lines(text)
     except YamlSyntaxError as exc:
         where = f"{shown}:{exc.line}" if exc.line else shown
         raise InventoryError([f"{where}: {exc}"]) from exc
-    problems = [_problem(shown, doc, key_path, "duplicate key") for key_path, _ in doc.duplicates]
+    problems = [f"{shown}:{line}: {format_path(key_path)}: duplicate key" for key_path, line in doc.duplicates]
     if not isinstance(doc.data, dict):
         raise InventoryError([*problems, f"{shown}:1: the inventory must be a mapping with hosts and phases"])
     try:

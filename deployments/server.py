@@ -31,7 +31,7 @@ def state_dir() -> Path:
 
 def healthy(api_url: str = API_URL, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 Path_ = tuple[str | int, ...]
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass
@@ -54,7 +55,16 @@ def _convert(node: yaml.Node, path: Path_, doc: YamlDocument) -> Any:
     doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}  # from `<<: *anchor`; explicit keys win
         for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    value = _convert(source, path, doc)
+                    if not isinstance(value, dict):
+                        raise YamlSyntaxError(source.start_mark.line + 1, "invalid YAML: `<<` must merge a mapping")
+                    merged = {**value, **merged}
+                continue
             key = _scalar(key_node)
             child = (*path, key)
             if key in out:
@@ -62,7 +72,7 @@ def _convert(node: yaml.Node, path: Path_, doc: YamlDocument) -> Any:
                 continue
             doc.lines[child] = key_node.start_mark.line + 1
             out[key] = _convert(value_node, child, doc)
-        return out
+        return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item in enumerate(node.value):

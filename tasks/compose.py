@@ -61,9 +61,11 @@ def image_ids(images: Sequence[str]) -> list[str]:
     return ["docker", "image", "inspect", "--format", "{{.Id}}", *images]
 
 
+# A container may vanish between ps and inspect; inspect then prints the others and exits 1.
 INSPECT_PROJECT = (
     'ids=$(docker ps -aq --filter "label=com.docker.compose.project=$1") || exit; '
-    '[ -z "$ids" ] && echo "[]" || exec docker inspect $ids'
+    'out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null); '
+    '[ -n "$out" ] && printf "%s\\n" "$out" || echo "[]"'
 )
 
 

@@ -29,7 +29,9 @@ for cur in "$state"/releases/*/current; do
 done
 section containers
 ids=$(docker ps -aq --filter label=com.docker.compose.project 2>/dev/null)
-if [ -n "$ids" ]; then docker inspect $ids 2>/dev/null || echo "[]"; else echo "[]"; fi
+# a container may vanish between ps and inspect: inspect then prints the rest and exits 1
+out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null)
+[ -n "$out" ] && printf '%s\n' "$out" || echo "[]"
 section gpu
 if [ "$gpu" = 1 ]; then
   nvidia-smi --query-gpu=index,name,memory.total,memory.used,utilization.gpu --format=csv,noheader,nounits 2>&1 \

@@ -1,0 +1,46 @@
+"""Helpers for integration tests that run the deploy flow in-process against the lab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lab import manager, topology
+from tasks.errors import DeployFailed
+
+
+async def deploy(inventory: Path, **params: object) -> tuple[object, dict | BaseException]:
+    """Run deploy-homelab; returns (final state, report JSON or the exception it raised)."""
+    from flows.deploy import deploy_homelab
+
+    state = await deploy_homelab(inventory=str(inventory), return_state=True, **params)
+    value = await state.aresult(raise_on_failure=False)
+    if isinstance(value, DeployFailed):
+        return state, value.report.to_json()
+    return state, value
+
+
+def results(report: dict) -> dict[tuple[str, str], str]:
+    """(host, stack) -> result."""
+    return {(s["host"], s["stack"]): s["result"] for s in report["stacks"]}
+
+
+def container_ids() -> dict[str, set[str]]:
+    """host -> ids of every container on it (running or not)."""
+    out = {}
+    for host in topology.HOSTS:
+        done = manager.exec_on(host, ["docker", "ps", "-aq", "--no-trunc"])
+        assert done.returncode == 0, done.stderr
+        out[host] = set(done.stdout.split())
+    return out
+
+
+def project_container_ids(host: str, stack: str) -> set[str]:
+    done = manager.exec_on(host, ["docker", "ps", "-aq", "--no-trunc", "--filter",
+                                  f"label=com.docker.compose.project={stack}"])
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def current_release(host: str, stack: str) -> str | None:
+    done = manager.exec_on(host, ["cat", f"/root/.homelab/releases/{stack}/current"])
+    return done.stdout.strip() or None if done.returncode == 0 else None

@@ -1,0 +1,273 @@
+"""Command builders: exact argv, safe quoting, and the inline sh scripts run locally."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tasks.compose import (
+    INSPECT_PROJECT,
+    UPLOAD,
+    compose,
+    compose_down,
+    compose_logs,
+    compose_pull,
+    compose_up,
+    image_ids,
+    inspect_project,
+    release_compose_file,
+    release_dir,
+    releases_dir,
+    stack_dir,
+    upload_file,
+)
+from tasks.facts import SURVEY, survey
+from tasks.releases import COMMIT_RELEASE, ReleaseRecord, commit_release
+
+REL = "20260101T000000Z-aaaaaa"
+
+# ---------------------------------------------------------------------------------------------
+# exact argv
+# ---------------------------------------------------------------------------------------------
+
+BUILDERS = [
+    ("layout stack_dir", stack_dir(".homelab", "media"), ".homelab/stacks/media"),
+    ("layout releases_dir", releases_dir(".homelab", "media"), ".homelab/releases/media"),
+    ("layout release_dir", release_dir(".homelab", "media", REL), f".homelab/releases/media/{REL}"),
+    ("layout release_compose_file", release_compose_file("/srv/state", "media", REL),
+     f"/srv/state/releases/media/{REL}/compose.yaml"),
+    ("compose", compose(".homelab", "media", REL, "ps", "--format", "json"),
+     ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
+      "-f", f".homelab/releases/media/{REL}/compose.yaml", "ps", "--format", "json"]),
+    ("compose_up", compose_up(".homelab", "media", REL),
+     ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
+      "-f", f".homelab/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+    ("compose_pull all", compose_pull(".homelab", "media", REL),
+     ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
+      "-f", f".homelab/releases/media/{REL}/compose.yaml", "pull", "--quiet"]),
+    ("compose_pull services", compose_pull("/srv/state", "authentik", REL, ["server", "worker"]),
+     ["docker", "compose", "-p", "authentik", "--project-directory", "/srv/state/stacks/authentik",
+      "-f", f"/srv/state/releases/authentik/{REL}/compose.yaml", "pull", "--quiet", "server", "worker"]),
+    ("compose_logs default", compose_logs("media"),
+     ["docker", "compose", "-p", "media", "logs", "--no-color", "--timestamps", "--tail", "50"]),
+    ("compose_logs tail", compose_logs("media", tail=7),
+     ["docker", "compose", "-p", "media", "logs", "--no-color", "--timestamps", "--tail", "7"]),
+    ("compose_down", compose_down("media"),
+     ["docker", "compose", "-p", "media", "down", "--remove-orphans"]),
+    ("image_ids", image_ids(["nginx:1.27", "redis:7"]),
+     ["docker", "image", "inspect", "--format", "{{.Id}}", "nginx:1.27", "redis:7"]),
+    ("inspect_project", inspect_project("media"), ["sh", "-c", INSPECT_PROJECT, "inspect-project", "media"]),
+    ("upload_file default mode", upload_file(".homelab/releases/media/x/compose.yaml"),
+     ["sh", "-c", UPLOAD, "upload", ".homelab/releases/media/x/compose.yaml", "644"]),
+    ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ["sh", "-c", UPLOAD, "upload", "/srv/a b/.env", "600"]),
+    ("upload_file 0o755", upload_file("run.sh", 0o755), ["sh", "-c", UPLOAD, "upload", "run.sh", "755"]),
+    ("commit_release activate", commit_release(".homelab", "media", REL, 5, True),
+     ["sh", "-c", COMMIT_RELEASE, "commit-release", ".homelab/releases/media", REL, "5", "1"]),
+    ("commit_release keep", commit_release("/srv/state", "redis", REL, 3, False),
+     ["sh", "-c", COMMIT_RELEASE, "commit-release", "/srv/state/releases/redis", REL, "3", "0"]),
+    ("survey gpu", survey(".homelab", True), ["sh", "-c", SURVEY, "homelab-survey", ".homelab", "1"]),
+    ("survey no gpu", survey("/srv/state", False), ["sh", "-c", SURVEY, "homelab-survey", "/srv/state", "0"]),
+]
+
+
+@pytest.mark.parametrize(("built", "expected"), [b[1:] for b in BUILDERS], ids=[b[0] for b in BUILDERS])
+def test_builder_returns_exact_argv(built, expected):
+    assert built == expected
+
+
+def test_compose_up_never_pulls_and_removes_orphans():
+    argv = compose_up(".homelab", "media", REL)
+    up = argv.index("up")
+    assert argv[argv.index("--pull") + 1] == "never"
+    assert "--remove-orphans" in argv[up:]
+    assert argv[argv.index("-p") + 1] == "media"
+
+
+# ---------------------------------------------------------------------------------------------
+# quoting: shlex.join of every builder is one safe shell string
+# ---------------------------------------------------------------------------------------------
+
+ODD_STATE = "/srv/home lab/it's $HOME; touch pwned; `touch pwned2`"
+
+ODD_BUILT = {
+    "compose_up": compose_up(ODD_STATE, "media", REL),
+    "compose_pull": compose_pull(ODD_STATE, "media", REL, ["web server"]),
+    "compose_logs": compose_logs("media"),
+    "compose_down": compose_down("media"),
+    "image_ids": image_ids(["nginx:1.27", "ghcr.io/x/y@sha256:abc"]),
+    "inspect_project": inspect_project("media"),
+    "upload_file": upload_file(f"{ODD_STATE}/compose.yaml", 0o640),
+    "commit_release": commit_release(ODD_STATE, "media", REL, 5, True),
+    "survey": survey(ODD_STATE, True),
+}
+
+
+@pytest.mark.parametrize("argv", ODD_BUILT.values(), ids=ODD_BUILT.keys())
+def test_shlex_join_round_trips_to_the_same_argv(argv):
+    joined = shlex.join(argv)
+    assert isinstance(joined, str)
+    assert shlex.split(joined) == argv
+
+
+@pytest.mark.parametrize("name", ["compose_up", "compose_pull", "compose_logs", "compose_down", "image_ids"])
+def test_a_real_shell_sees_exactly_the_built_arguments(name, fake_bin, tmp_path):
+    """Run the joined string through sh with a fake docker that echoes its argv."""
+    env = fake_bin("docker", """printf '%s\\0' "$@" > "$ARGS_OUT"\n""")
+    out = tmp_path / "args"
+    argv = ODD_BUILT[name]
+    subprocess.run(["sh", "-c", shlex.join(argv)], env={**env, "ARGS_OUT": str(out)}, check=True, cwd=tmp_path)
+    seen = out.read_bytes().split(b"\0")[:-1]
+    assert [a.decode() for a in seen] == argv[1:]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# upload_file: the script runs locally
+# ---------------------------------------------------------------------------------------------
+
+
+def _run(argv: list[str], data: bytes = b"", **kwargs) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, input=data, capture_output=True, check=False, **kwargs)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o755, 0o400])
+def test_upload_writes_stdin_with_the_given_mode(tmp_path, mode):
+    target = tmp_path / "new dir" / "deeper" / "compose.yaml"
+    done = _run(upload_file(str(target), mode), b"services: {}\n")
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == b"services: {}\n"
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    assert [p.name for p in target.parent.iterdir()] == ["compose.yaml"]  # no temp file left behind
+
+
+def test_upload_replaces_an_existing_file_by_rename(tmp_path):
+    target = tmp_path / "compose.yaml"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    old_inode = target.stat().st_ino
+    done = _run(upload_file(str(target), 0o644), b"new\n")
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "new\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert target.stat().st_ino != old_inode  # a new file renamed over the old one, not rewritten in place
+
+
+def test_upload_failure_leaves_the_old_file(tmp_path):
+    target = tmp_path / "compose.yaml"
+    target.write_text("old\n")
+    done = _run([*upload_file(str(target), 0o644)[:-1], "not-a-mode"], b"new\n")
+    assert done.returncode != 0
+    assert target.read_text() == "old\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# commit_release: the script runs locally
+# ---------------------------------------------------------------------------------------------
+
+OLD = [f"2026010{day}T000000Z-{day}{day}{day}aaa" for day in range(1, 8)]  # seven, oldest first
+NEW = "20260201T120000Z-bbbbbb"
+
+
+def _record(release: str, status: str = "active") -> bytes:
+    return ReleaseRecord(id=release, stack="media", host="rtx1080", commit="c0ffee", config_hash="sha256:1",
+                         images={"jellyfin/jellyfin:10.9.11": "sha256:2"}, created_at="2026-02-01T12:00:00+00:00",
+                         flow_run_id="run-1", status=status).to_json()
+
+
+def _releases(tmp_path: Path, existing: list[str], current: str | None) -> tuple[str, Path]:
+    state = str(tmp_path / "state dir")
+    directory = Path(releases_dir(state, "media"))
+    for release in existing:
+        (directory / release).mkdir(parents=True)
+        (directory / release / "release.json").write_text("{}")
+    directory.mkdir(parents=True, exist_ok=True)
+    if current:
+        (directory / "current").write_text(current + "\n")
+    return state, directory
+
+
+def _listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_dir())
+
+
+def test_commit_release_activates_and_prunes_beyond_keep(tmp_path):
+    state, directory = _releases(tmp_path, OLD, current=OLD[-1])
+    done = _run(commit_release(state, "media", NEW, 5, True), _record(NEW))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((directory / NEW / "release.json").read_text())["id"] == NEW
+    assert (directory / "current").read_text() == NEW + "\n"
+    assert _listing(directory) == sorted([*OLD[-4:], NEW])
+    assert not (directory / "current.tmp").exists()
+    assert not (directory / NEW / "release.json.tmp").exists()
+
+
+def test_commit_release_without_activate_keeps_current(tmp_path):
+    state, directory = _releases(tmp_path, OLD[:2], current=OLD[1])
+    done = _run(commit_release(state, "media", NEW, 5, False), _record(NEW, "failed"))
+    assert done.returncode == 0, done.stderr
+    assert (directory / "current").read_text().strip() == OLD[1]
+    assert json.loads((directory / NEW / "release.json").read_text())["status"] == "failed"
+    assert _listing(directory) == sorted([*OLD[:2], NEW])
+
+
+def test_commit_release_never_prunes_the_current_release(tmp_path):
+    state, directory = _releases(tmp_path, OLD, current=OLD[0])  # current is the oldest of all
+    done = _run(commit_release(state, "media", NEW, 3, False), _record(NEW, "failed"))
+    assert done.returncode == 0, done.stderr
+    assert _listing(directory) == sorted([OLD[0], *OLD[-2:], NEW])
+    assert (directory / "current").read_text().strip() == OLD[0]
+
+
+def test_commit_release_first_release_creates_current(tmp_path):
+    state, directory = _releases(tmp_path, [], current=None)
+    done = _run(commit_release(state, "media", NEW, 5, True), _record(NEW))
+    assert done.returncode == 0, done.stderr
+    assert (directory / "current").read_text() == NEW + "\n"
+    assert ReleaseRecord.from_json((directory / NEW / "release.json").read_text()).id == NEW
+
+
+def test_commit_release_leaves_unrelated_entries_alone(tmp_path):
+    state, directory = _releases(tmp_path, OLD, current=OLD[-1])
+    (directory / "notes").mkdir()
+    (directory / "2026-not-a-release").mkdir()
+    done = _run(commit_release(state, "media", NEW, 2, True), _record(NEW))
+    assert done.returncode == 0, done.stderr
+    assert _listing(directory) == sorted(["notes", "2026-not-a-release", OLD[-1], NEW])
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect_project: runs locally against a fake docker
+# ---------------------------------------------------------------------------------------------
+
+FAKE_DOCKER = """
+case "$1" in
+  ps) printf '%s\\n' "$*" >> "$CALLS"; [ -n "$IDS" ] && printf '%s\\n' $IDS; exit 0 ;;
+  inspect) shift; printf '[{"Id": "%s"}]\\n' "$*" ;;
+  *) exit 99 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(("ids", "expected"), [
+    ("", []),
+    ("abc123 def456", [{"Id": "abc123 def456"}]),
+])
+def test_inspect_project_filters_on_the_project_label(fake_bin, tmp_path, ids, expected):
+    env = fake_bin("docker", FAKE_DOCKER)
+    calls = tmp_path / "calls"
+    done = _run(inspect_project("media"), env={**env, "IDS": ids, "CALLS": str(calls)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == expected
+    assert calls.read_text() == "ps -aq --filter label=com.docker.compose.project=media\n"
+
+
+def test_inspect_project_fails_when_docker_ps_fails(fake_bin):
+    env = fake_bin("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n")
+    done = _run(inspect_project("media"), env=env)
+    assert done.returncode != 0
+    assert b"[]" not in done.stdout

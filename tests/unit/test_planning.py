@@ -1,0 +1,138 @@
+"""Planning is a table: (desired, facts) -> one action per (phase, host, stack), with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployments.desired import DesiredStack, DesiredState, config_hash
+from deployments.inventory import Inventory
+from tasks.facts import Container, HostSurvey
+from tasks.plan import ORPHANS, Change, make_plan
+from tasks.releases import ReleaseRecord
+
+WANT = config_hash(b"services:\n  web:\n    image: nginx:1.27\n")
+OLD = config_hash(b"services:\n  web:\n    image: nginx:1.26\n")
+
+INVENTORY = Inventory.model_validate({
+    "hosts": {"alpha": {"address": "10.0.0.1"}, "beta": {"address": "10.0.0.2"}},
+    "phases": {"base": {"stacks": {}}, "top": {"depends_on": ["base"], "stacks": {}}},
+})
+
+
+def stack(name: str, phase: str, hosts: tuple[str, ...], services: tuple[str, ...] = ("web",),
+          want: str = WANT) -> DesiredStack:
+    return DesiredStack(name, phase, hosts, b"", {s: f"{s}:1" for s in services}, want)
+
+
+def desired(*stacks: DesiredStack) -> DesiredState:
+    return DesiredState(INVENTORY, "homelab.yaml", "c0ffee", {s.name: s for s in stacks})
+
+
+def release(stack_name: str, config: str = WANT, status: str = "active", rid: str = "R1") -> ReleaseRecord:
+    return ReleaseRecord(id=rid, stack=stack_name, host="alpha", commit=None, config_hash=config, images={},
+                         created_at="2026-02-01T12:00:00+00:00", flow_run_id=None, status=status)
+
+
+def container(stack_name: str, service: str = "web", state: str = "running", health: str = "none",
+              exit_code: int = 0) -> Container:
+    return Container(id=f"{stack_name}-{service}", name=f"{stack_name}-{service}-1", project=stack_name,
+                     service=service, image=f"{service}:1", image_id="sha256:1", state=state, health=health,
+                     exit_code=exit_code)
+
+
+def facts(releases: dict[str, ReleaseRecord] | None = None, containers: tuple[Container, ...] = (),
+          broken: dict[str, str] | None = None) -> HostSurvey:
+    return HostSurvey(engine_version="5.0.3", engine_error=None, disk_free_mb=10_000, disk_error=None,
+                      releases=releases or {}, broken_releases=broken or {}, containers=containers)
+
+
+# (id, facts for host alpha about stack "web" with service "web", action, reason substring)
+SINGLE = [
+    ("never deployed", facts(), "create", "never deployed to this host"),
+    ("unreadable release record", facts(broken={"web": "release R1: unreadable record (JSONDecodeError)"}),
+     "create", "unreadable record"),
+    ("config hash differs", facts({"web": release("web", OLD)}, (container("web"),)), "update",
+     f"config changed ({OLD[7:19]} -> {WANT[7:19]})"),
+    ("same hash, container exited", facts({"web": release("web")}, (container("web", state="exited", exit_code=2),)),
+     "update", "release R1 is current but web-web-1 exited (exit code 2)"),
+    ("same hash, container unhealthy", facts({"web": release("web")}, (container("web", health="unhealthy"),)),
+     "update", "is unhealthy"),
+    ("same hash, container missing", facts({"web": release("web")}), "update",
+     "release R1 is current but no container for service(s) web"),
+    ("same hash, container of another project only", facts({"web": release("web")}, (container("other"),)),
+     "update", "no container for service(s) web"),
+    ("same hash, healthy", facts({"web": release("web")}, (container("web", health="healthy"),)), "unchanged",
+     "release R1 is current and healthy"),
+    ("same hash, running without healthcheck", facts({"web": release("web")}, (container("web"),)), "unchanged",
+     "current and healthy"),
+]
+
+
+@pytest.mark.parametrize(("survey", "action", "reason"), [c[1:] for c in SINGLE], ids=[c[0] for c in SINGLE])
+def test_plan_for_one_stack(survey, action, reason):
+    plan = make_plan(desired(stack("web", "base", ("alpha",))), {"alpha": survey})
+    (change,) = plan.changes
+    assert (change.phase, change.host, change.stack, change.action) == ("base", "alpha", "web", action)
+    assert reason in change.reason
+    assert change.current_release == (survey.releases["web"].id if "web" in survey.releases else None)
+    assert plan.phases == ("base",)
+    assert plan.pending == ([] if action == "unchanged" else [change])
+
+
+def test_a_multi_service_stack_needs_every_service():
+    survey = facts({"auth": release("auth")}, (container("auth", "server"),))
+    (change,) = make_plan(desired(stack("auth", "base", ("alpha",), ("server", "worker"))), {"alpha": survey}).changes
+    assert change.action == "update"
+    assert "no container for service(s) worker" in change.reason
+
+
+def test_one_change_per_host_in_phase_order():
+    state = desired(stack("db", "base", ("beta",)), stack("web", "top", ("alpha", "beta")))
+    surveys = {"alpha": facts(), "beta": facts({"db": release("db")}, (container("db"),))}
+    plan = make_plan(state, surveys)
+    assert [(c.phase, c.host, c.stack, c.action) for c in plan.changes] == [
+        ("base", "beta", "db", "unchanged"),
+        ("top", "alpha", "web", "create"),
+        ("top", "beta", "web", "create"),
+    ]
+    assert plan.phases == ("base", "top")
+    assert [c.stack for c in plan.phase("top")] == ["web", "web"]
+
+
+# (id, surveys, full, expected orphan removals as (host, stack, release))
+ORPHAN_CASES = [
+    ("stack dropped from the inventory", {"alpha": facts({"web": release("web"), "old": release("old", rid="R9")},
+                                                          (container("web"),))},
+     True, [("alpha", "old", "R9")]),
+    ("stack moved to another host", {"alpha": facts({"web": release("web")}, (container("web"),)),
+                                     "beta": facts({"web": release("web", rid="R7")})},
+     True, [("beta", "web", "R7")]),
+    ("already removed record", {"alpha": facts({"web": release("web"), "old": release("old", status="removed")},
+                                               (container("web"),))},
+     True, []),
+    ("--only run proposes no removals", {"alpha": facts({"web": release("web"), "old": release("old")},
+                                                        (container("web"),)),
+                                         "beta": facts({"web": release("web")})},
+     False, []),
+]
+
+
+@pytest.mark.parametrize(("surveys", "full", "removals"), [c[1:] for c in ORPHAN_CASES],
+                         ids=[c[0] for c in ORPHAN_CASES])
+def test_orphans(surveys, full, removals):
+    plan = make_plan(desired(stack("web", "base", ("alpha",))), surveys, full=full)
+    removes = [c for c in plan.changes if c.action == "remove"]
+    assert [(c.host, c.stack, c.current_release) for c in removes] == removals
+    assert all(c.phase == ORPHANS for c in removes)
+    assert all("no longer placed here by the inventory" in c.reason for c in removes)
+    assert plan.phases == (("base", ORPHANS) if removals else ("base",))
+    assert plan.phase(ORPHANS) == removes
+    assert next(c for c in plan.changes if c.stack == "web" and c.host == "alpha").action == "unchanged"
+
+
+def test_plan_json_has_no_internal_fields():
+    plan = make_plan(desired(stack("web", "base", ("alpha",))), {"alpha": facts()})
+    assert plan.to_json() == {"changes": [{"phase": "base", "host": "alpha", "stack": "web", "action": "create",
+                                           "reason": "never deployed to this host"}]}
+    assert Change("p", "h", "s", "remove", "r", "R1").to_dict() == {"phase": "p", "host": "h", "stack": "s",
+                                                                     "action": "remove", "reason": "r"}
