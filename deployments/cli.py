@@ -125,7 +125,20 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
         _print_report(report)
         if ui:
             print(f"\nPrefect UI: {ui}")
-    raise typer.Exit(0 if report["result"] == "success" else 1)
+    _exit_after_flush(0 if report["result"] == "success" else 1)
+
+
+def _exit_after_flush(code: int) -> None:
+    """Deliver Prefect's pending logs and events, then exit without the ~0.4 s interpreter
+    teardown of Prefect's module graph (a third of a no-op deploy)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _print_report(report: dict) -> None:

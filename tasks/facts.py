@@ -17,7 +17,9 @@ SURVEY = r"""
 state=$1; gpu=$2
 section() { printf '\n%s%s\n' '@@homelab:' "$1"; }
 section engine
-docker version --format '{{.Server.Version}}' 2>&1 || echo "@@failed $?"
+# `docker ps` answering is the engine check (`docker version` costs 0.4 s on podman)
+if ids=$(docker ps -aq --filter label=com.docker.compose.project 2>&1); then echo ok; else
+  printf '%s\n@@failed 1\n' "$ids"; ids=""; fi
 section disk
 mkdir -p "$state" 2>&1 && df -Pk "$state" 2>&1 || echo "@@failed $?"
 section releases
@@ -28,7 +30,6 @@ for cur in "$state"/releases/*/current; do
   cat "$dir/$id/release.json" 2>/dev/null; echo
 done
 section containers
-ids=$(docker ps -aq --filter label=com.docker.compose.project 2>/dev/null)
 # a container may vanish between ps and inspect: inspect then prints the rest and exits 1
 out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null)
 [ -n "$out" ] && printf '%s\n' "$out" || echo "[]"
@@ -74,7 +75,7 @@ class Gpu:
 
 @dataclass(frozen=True)
 class HostSurvey:
-    engine_version: str | None
+    engine_ok: bool
     engine_error: str | None
     disk_free_mb: int | None
     disk_error: str | None
@@ -112,8 +113,8 @@ def parse_survey(text: str) -> HostSurvey:
     releases, broken = parse_releases(sections.get("releases", ""))
     gpus, gpu_error = parse_nvidia_smi(sections.get("gpu", ""))
     return HostSurvey(
-        engine_version=engine.splitlines()[0].strip() if engine_ok else None,
-        engine_error=None if engine_ok else _clean(engine) or "no answer from `docker version`",
+        engine_ok=engine_ok,
+        engine_error=None if engine_ok else _clean(engine) or "no answer from `docker ps`",
         disk_free_mb=disk_free,
         disk_error=disk_error,
         releases=releases,

@@ -25,7 +25,7 @@ def host_status(desired: DesiredState, host: str, facts: HostSurvey) -> dict:
             "containers": [{"id": c.id[:12], "name": c.name, "image": c.image, "state": c.state,
                             "health": c.health} for c in containers],
         }
-    return {"reachable": True, "engine": facts.engine_version, "disk_free_mb": facts.disk_free_mb,
+    return {"reachable": True, "engine": facts.engine_ok, "disk_free_mb": facts.disk_free_mb,
             "stacks": stacks}
 
 

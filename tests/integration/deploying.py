@@ -24,23 +24,26 @@ def results(report: dict) -> dict[tuple[str, str], str]:
     return {(s["host"], s["stack"]): s["result"] for s in report["stacks"]}
 
 
+def on_host(host: str, argv: list[str]) -> str:
+    """stdout of ``argv`` run inside a lab host (no SSH); fails the test on a non-zero exit."""
+    done = manager.exec_on(host, argv)
+    assert done.returncode == 0, f"{host}: {argv}: {done.stderr!r}"
+    return done.stdout.decode()
+
+
 def container_ids() -> dict[str, set[str]]:
     """host -> ids of every container on it (running or not)."""
     out = {}
     for host in topology.HOSTS:
-        done = manager.exec_on(host, ["docker", "ps", "-aq", "--no-trunc"])
-        assert done.returncode == 0, done.stderr
-        out[host] = set(done.stdout.split())
+        out[host] = set(on_host(host, ["docker", "ps", "-aq", "--no-trunc"]).split())
     return out
 
 
 def project_container_ids(host: str, stack: str) -> set[str]:
-    done = manager.exec_on(host, ["docker", "ps", "-aq", "--no-trunc", "--filter",
-                                  f"label=com.docker.compose.project={stack}"])
-    assert done.returncode == 0, done.stderr
-    return set(done.stdout.split())
+    return set(on_host(host, ["docker", "ps", "-aq", "--no-trunc", "--filter",
+                              f"label=com.docker.compose.project={stack}"]).split())
 
 
 def current_release(host: str, stack: str) -> str | None:
     done = manager.exec_on(host, ["cat", f"/root/.homelab/releases/{stack}/current"])
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    return done.stdout.decode().strip() or None if done.returncode == 0 else None

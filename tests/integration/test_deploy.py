@@ -16,6 +16,7 @@ from tests.integration.deploying import (
     container_ids,
     current_release,
     deploy,
+    on_host,
     project_container_ids,
     results,
 )
@@ -48,16 +49,17 @@ async def test_release_record_names_the_commit_and_images(clean_lab: Path) -> No
     assert report["result"] == "success"
     release = current_release("rtx1080", "postgres")
     assert release == report["stacks"][0]["release"]
-    raw = manager.exec_on("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/release.json"])
-    record = json.loads(raw.stdout)
+    record = json.loads(on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/release.json"]))
     commit = subprocess.run(["git", "-C", str(clean_lab.parent), "rev-parse", "v1^{commit}"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert record["commit"] == commit
     assert record["status"] == "active"
     assert record["flow_run_id"] == report["flow_run_id"]
-    assert record["images"]["localhost/lab-web:1"].startswith("sha256:") or len(record["images"]["localhost/lab-web:1"]) >= 12
-    compose = manager.exec_on("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/compose.yaml"])
-    assert "localhost/lab-web:1" in compose.stdout
+    assert record["images"]["localhost/lab-web:1"].startswith("sha256:")
+    assert record["images"]["localhost/lab-web:1"] == on_host(
+        "rtx1080", ["docker", "image", "inspect", "--format", "{{.Id}}", "localhost/lab-web:1"]).strip()
+    compose = on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/compose.yaml"])
+    assert "localhost/lab-web:1" in compose
 
 
 async def test_one_stack_change_touches_only_that_stack(clean_lab: Path) -> None:
@@ -96,8 +98,8 @@ async def test_broken_release_stops_at_the_health_gate_with_logs(clean_lab: Path
     assert later and all(s["result"] == "not-run" for s in later)
     # the failed attempt is recorded, but `current` still names the healthy release
     release = current_release("rtx1080", "media")
-    record = manager.exec_on("rtx1080", ["cat", f"/root/.homelab/releases/media/{release}/release.json"])
-    assert json.loads(record.stdout)["status"] == "active"
+    record = on_host("rtx1080", ["cat", f"/root/.homelab/releases/media/{release}/release.json"])
+    assert json.loads(record)["status"] == "active"
 
 
 async def test_preflight_aborts_before_any_change_when_sshd_is_down(clean_lab: Path) -> None:

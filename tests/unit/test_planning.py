@@ -42,7 +42,7 @@ def container(stack_name: str, service: str = "web", state: str = "running", hea
 
 def facts(releases: dict[str, ReleaseRecord] | None = None, containers: tuple[Container, ...] = (),
           broken: dict[str, str] | None = None) -> HostSurvey:
-    return HostSurvey(engine_version="5.0.3", engine_error=None, disk_free_mb=10_000, disk_error=None,
+    return HostSurvey(engine_ok=True, engine_error=None, disk_free_mb=10_000, disk_error=None,
                       releases=releases or {}, broken_releases=broken or {}, containers=containers)
 
 

@@ -9,7 +9,7 @@ import pytest
 from tasks.facts import Gpu, HostSurvey
 from tasks.preflight import preflight_problems
 
-GOOD = HostSurvey(engine_version="5.0.3", engine_error=None, disk_free_mb=4096, disk_error=None, releases={},
+GOOD = HostSurvey(engine_ok=True, engine_error=None, disk_free_mb=4096, disk_error=None, releases={},
                   broken_releases={}, containers=(), gpus=(Gpu(0, "NVIDIA GeForce GTX 1080", 8192, 0, 0),))
 
 
@@ -22,7 +22,7 @@ CASES = [
     ("all good", GOOD, 2048, True, []),
     ("all good, CPU host without GPU", survey(gpus=()), 2048, False, []),
     ("exactly the minimum disk", survey(disk_free_mb=2048), 2048, False, []),
-    ("engine down", survey(engine_version=None, engine_error="Cannot connect to the Docker daemon"), 2048, False,
+    ("engine down", survey(engine_ok=False, engine_error="Cannot connect to the Docker daemon"), 2048, False,
      ["container engine not answering: Cannot connect to the Docker daemon"]),
     ("disk short", survey(disk_free_mb=100), 2048, False,
      ["only 100 MiB free in the state directory, 2048 MiB required"]),
@@ -33,7 +33,7 @@ CASES = [
      ["GPU host but nvidia-smi failed: NVIDIA-SMI has failed"]),
     ("nvidia-smi error on a CPU host is ignored", survey(gpus=(), gpu_error="not found"), 2048, False, []),
     ("incomplete survey", survey(complete=False), 2048, False, ["the host survey was cut off"]),
-    ("everything wrong", survey(complete=False, engine_version=None, engine_error="down", disk_free_mb=1, gpus=()),
+    ("everything wrong", survey(complete=False, engine_ok=False, engine_error="down", disk_free_mb=1, gpus=()),
      2048, True, ["cut off", "container engine not answering: down", "only 1 MiB free", "lists no GPU"]),
 ]
 

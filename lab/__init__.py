@@ -1,0 +1,1 @@
+"""The simulated homelab: three hosts in network namespaces, each with sshd and podman."""

@@ -1,0 +1,83 @@
+"""User journeys through the `homelab` command, as a user would type them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOMELAB = [sys.executable, "-m", "deployments.cli"]
+
+
+def homelab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HOMELAB, *args], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_bad_inventory_exits_2_naming_file_line_and_field(tmp_path: Path) -> None:
+    (tmp_path / "stacks/web").mkdir(parents=True)
+    (tmp_path / "stacks/web/compose.yaml").write_text("services: {web: {image: busybox}}\n")
+    bad = tmp_path / "homelab.yaml"
+    bad.write_text("hosts:\n  a: {address: 10.203.0.11}\nphases:\n  one:\n    stacks:\n      web: {hosts: [b]}\n")
+    done = homelab("deploy", "-i", str(bad), env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert done.returncode == 2, done.stderr
+    assert f"{bad}:6: phases.one.stacks.web.hosts[0]: unknown host 'b'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_real_inventory_is_refused_outside_the_allowed_networks() -> None:
+    done = homelab("plan", "-i", "deployments/homelab.yaml", "--json")
+    assert done.returncode == 3
+    for address in ("91.107.198.37", "192.168.16.7", "192.168.17.1"):
+        assert f"address {address} is outside HOMELAB_ALLOWED_NETWORKS" in done.stderr
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("prefect_api")
+def test_plan_deploy_status_json_interfaces(clean_lab: Path) -> None:
+    inv = str(clean_lab)
+    planned = homelab("plan", "-i", inv, "--ref", "v1", "--json")
+    assert planned.returncode == 0, planned.stderr
+    changes = json.loads(planned.stdout)["changes"]
+    assert len(changes) == 13
+    assert set(changes[0]) == {"phase", "host", "stack", "action", "reason"}
+    assert {c["action"] for c in changes} == {"create"}
+
+    deployed = homelab("deploy", "-i", inv, "--ref", "v1", "--json")
+    assert deployed.returncode == 0, deployed.stderr[-3000:]
+    report = json.loads(deployed.stdout)
+    assert report["result"] == "success"
+    assert report["flow_run_id"]
+    assert {"phase", "host", "stack", "action", "result", "duration_s"} <= set(report["stacks"][0])
+
+    status = homelab("status", "-i", inv, "--json")
+    assert status.returncode == 0, status.stderr
+    hosts = json.loads(status.stdout)["hosts"]
+    assert set(hosts) == {"vps", "thinkpad", "rtx1080"}
+    postgres = hosts["rtx1080"]["stacks"]["postgres"]
+    assert hosts["rtx1080"]["reachable"] is True
+    assert postgres["healthy"] is True
+    assert postgres["release"] == next(s["release"] for s in report["stacks"] if s["stack"] == "postgres")
+    assert {"id", "name", "image", "health"} <= set(postgres["containers"][0])
+
+    replanned = homelab("plan", "-i", inv, "--ref", "v2", "--json")
+    actions = {(c["host"], c["stack"]): c["action"] for c in json.loads(replanned.stdout)["changes"]}
+    assert {k for k, a in actions.items() if a == "update"} == {
+        ("vps", "newsletter"), ("rtx1080", "redis"), ("thinkpad", "homeassistant")}
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("prefect_api")
+def test_broken_release_exits_nonzero_with_logs_in_the_table(clean_lab: Path) -> None:
+    inv = str(clean_lab)
+    assert homelab("deploy", "-i", inv, "--ref", "v2").returncode == 0
+    done = homelab("deploy", "-i", inv, "--ref", "v3-broken")
+    assert done.returncode == 1
+    assert "media on rtx1080 failed" in done.stdout
+    assert "refusing to become healthy" in done.stdout
+    assert "Prefect UI: http://127.0.0.1:" in done.stdout
