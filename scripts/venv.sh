@@ -11,8 +11,13 @@ if [ -x .venv/bin/python ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 fi
 echo "venv: installing the project into .venv" >&2
 python3 -m venv .venv
-.venv/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-.venv/bin/pip install -q -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
+log=$(mktemp /tmp/homelab-pip.XXXXXX)
+if ! .venv/bin/pip install -q -e '.[test]' >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "venv: pip install failed (full log: $log)" >&2
+  exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c "import prefect, asyncssh, hvac, proxmoxer, prometheus_client, deployments.cli" \
   || { echo "venv: install failed" >&2; exit 1; }
 echo "$want" > "$stamp"
