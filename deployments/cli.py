@@ -8,6 +8,7 @@ Prefect is imported only by the commands that run flows, so ``plan`` and ``statu
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -94,15 +95,21 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
            as_json: Json = False) -> None:
     """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
     try:
-        _load(inventory, ref, only)  # a bad inventory fails here, before any server or host is contacted
+        desired = _load(inventory, ref, only)  # a bad inventory fails here, before any server or host is contacted
         api_url = server.ensure_api()
     except HomelabError as exc:
         raise _fail(exc) from None
-    from flows.deploy import deploy_homelab
 
     async def run() -> tuple[object, str | None]:
-        state = await deploy_homelab(inventory=str(inventory.absolute()), ref=ref, only=only or None,
-                                     prune=prune, return_state=True)
+        from tasks.remote import prewarm
+        from tasks.survey import ssh_targets
+
+        # Prefect takes over a second to import: open the SSH connections meanwhile.
+        warming = asyncio.create_task(prewarm(ssh_targets(desired)))
+        flows = await asyncio.to_thread(importlib.import_module, "flows.deploy")
+        await warming
+        state = await flows.deploy_homelab(inventory=str(inventory.absolute()), ref=ref, only=only or None,
+                                           prune=prune, return_state=True)
         return await state.aresult(raise_on_failure=False), state.state_details.flow_run_id
 
     value, flow_run_id = asyncio.run(run())

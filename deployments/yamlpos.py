@@ -14,6 +14,8 @@ import yaml
 
 Path_ = tuple[str | int, ...]
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# libyaml's parser when available: several times faster, same node tree.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass
@@ -39,7 +41,7 @@ class YamlSyntaxError(ValueError):
 
 def load_with_lines(text: str) -> YamlDocument:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.cache_policies import NONE
 from prefect.runtime import flow_run
 
-from deployments.desired import DesiredState, load_desired_state
+from deployments.desired import load_desired_state
 from tasks.errors import DeployFailed, PreflightFailed
 from tasks.plan import Plan, make_plan
 from tasks.remote import HostPool
@@ -19,23 +18,19 @@ from tasks.steps import survey_host
 from tasks.survey import ssh_targets, survey_hosts
 
 
-@task(name="load-desired-state", persist_result=False, cache_policy=NONE)
-def load_desired(inventory: str, ref: str | None, only: list[str] | None) -> DesiredState:
-    return load_desired_state(inventory, ref, only)
-
-
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
 async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str | None = None,
                          only: list[str] | None = None, prune: bool = False) -> dict:
     """Deploy the inventory (at git ``ref`` if given); only the stacks in ``only`` if given."""
     started = time.monotonic()
-    desired = load_desired(inventory, ref, only)
+    desired = load_desired_state(inventory, ref, only)
     async with HostPool(ssh_targets(desired)) as pool:
         surveys, problems = await survey_hosts(pool, desired, survey_host)
         if problems:
             raise PreflightFailed(problems)
         plan = make_plan(desired, surveys, full=not only)
-        await publish_plan(plan)
+        if plan.pending:
+            await publish_plan(plan)
         results = await apply_plan(pool, desired, plan, flow_run.get_id(), prune=prune)
         report = DeployReport(desired.source, desired.commit, flow_run.get_id(), results,
                               pool.remote_seconds(), time.monotonic() - started)

@@ -61,17 +61,30 @@ def image_ids(images: Sequence[str]) -> list[str]:
     return ["docker", "image", "inspect", "--format", "{{.Id}}", *images]
 
 
-# A container may vanish between ps and inspect; inspect then prints the others and exits 1.
-INSPECT_PROJECT = (
-    'ids=$(docker ps -aq --filter "label=com.docker.compose.project=$1") || exit; '
-    'out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null); '
-    '[ -n "$out" ] && printf "%s\\n" "$out" || echo "[]"'
-)
+# Polls on the host (no SSH round trip per poll) until the project has at least $2 containers
+# and none is still starting, or $3 seconds pass; then prints `docker inspect` JSON ("[]" if
+# none). A container may vanish between ps and inspect: inspect then prints the rest, exits 1.
+WAIT_SETTLED = r"""
+project=$1; want=$2; deadline=$(( $(date +%s) + $3 ))
+while :; do
+  ids=$(docker ps -aq --filter "label=com.docker.compose.project=$project") || exit
+  if [ -n "$ids" ]; then
+    states=$(docker inspect --format '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' \
+      $ids 2>/dev/null)
+    if [ "$(printf '%s\n' "$states" | grep -c .)" -ge "$want" ] &&
+       ! printf '%s\n' "$states" | grep -Eq '^(created|restarting|configured)/|/starting$'; then break; fi
+  fi
+  [ "$(date +%s)" -ge "$deadline" ] && break
+  sleep 0.3
+done
+out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null)
+[ -n "$out" ] && printf '%s\n' "$out" || echo "[]"
+"""
 
 
-def inspect_project(stack: str) -> list[str]:
-    """``docker inspect`` JSON of every container of the project ("[]" if none)."""
-    return ["sh", "-c", INSPECT_PROJECT, "inspect-project", stack]
+def wait_settled(stack: str, services: int, timeout_s: float) -> list[str]:
+    """Wait on the host until the stack's containers settle; prints their inspect JSON."""
+    return ["sh", "-c", WAIT_SETTLED, "wait-settled", stack, str(services), str(max(0, int(timeout_s)))]
 
 
 UPLOAD = (
@@ -83,3 +96,13 @@ UPLOAD = (
 def upload_file(path: str, mode: int = 0o644) -> list[str]:
     """Atomic write of stdin to ``path``: a temporary file in the same directory, then rename."""
     return ["sh", "-c", UPLOAD, "upload", path, f"{mode:o}"]
+
+
+# Exit status 97 means the upload failed; otherwise it is `docker image inspect`'s.
+STAGE = UPLOAD + ' || exit 97; shift 2; exec docker image inspect --format "{{.Id}}" "$@"'
+
+
+def stage_release(compose_file: str, images: Sequence[str]) -> list[str]:
+    """One round trip: write stdin atomically to ``compose_file`` (0644), then print the id of
+    each image, in order (exit 1 if any is missing)."""
+    return ["sh", "-c", STAGE, "stage-release", compose_file, "644", *images]

@@ -173,9 +173,10 @@ def parse_containers(text: str) -> tuple[Container, ...]:
         state = item.get("State") or {}
         health = state.get("Health") or {}
         log = health.get("Log") or []
-        health_status = health.get("Status") or "none"
-        if not config.get("Healthcheck") and health_status in ("", "none"):
-            health_status = "none"
+        check = (config.get("Healthcheck") or {}).get("Test") or []
+        has_check = bool(check) and check[0] != "NONE"
+        # podman reports "" before the first check ran: that is "starting", not "no check"
+        health_status = health.get("Status") or ("starting" if has_check else "none")
         out.append(Container(
             id=item.get("Id", "")[:64],
             name=(item.get("Name") or "").lstrip("/"),
@@ -184,7 +185,7 @@ def parse_containers(text: str) -> tuple[Container, ...]:
             image=config.get("Image", ""),
             image_id=item.get("Image", ""),
             state=state.get("Status", "unknown"),
-            health=health_status or "none",
+            health=health_status,
             exit_code=int(state.get("ExitCode") or 0),
             health_output=(log[-1].get("Output") or "").strip()[-500:] if log else "",
         ))

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from deployments.inventory import HealthCheck
-from tasks.compose import compose_logs, inspect_project
+from tasks.compose import compose_logs, wait_settled
 from tasks.facts import Container, judge_project, parse_containers
 from tasks.remote import SshTransport
 
-POLL_INTERVAL_S = 0.5
+POLL_INTERVAL_S = 0.25  # between HTTP/TCP probe rounds; container state is polled on the host
 
 
 def http_request(url: str) -> bytes:
@@ -84,7 +84,9 @@ async def wait_healthy(transport: SshTransport, stack: str, services: tuple[str,
     deadline = started + timeout_s
     reason, output, containers = "not checked yet", "", ()
     while True:
-        result = await transport.run(inspect_project(stack), quiet=True)
+        remaining = max(0.0, deadline - time.monotonic())
+        result = await transport.run(wait_settled(stack, len(services), remaining), quiet=True,
+                                     timeout=remaining + 30)
         containers = parse_containers(result.stdout)
         judged = judge_project(services, containers, require_containers)
         reason = judged.reason

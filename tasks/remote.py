@@ -274,11 +274,26 @@ class _Busy:
             self.clock.seconds[self.phase] += time.monotonic() - self.clock._since
 
 
+# Connections opened ahead of a flow run (see ``prewarm``), waiting to be adopted by its pool.
+_PREWARMED: dict[SshTarget, SshTransport] = {}
+
+
+async def prewarm(targets: Iterable[SshTarget]) -> None:
+    """Open connections before the flow starts (e.g. while Prefect is still importing), so the
+    handshakes overlap with work that does not need the network. Failures are left for the
+    flow's own pre-flight to report."""
+    transports = [SshTransport(t) for t in targets]
+    outcomes = await asyncio.gather(*(t.connection() for t in transports), return_exceptions=True)
+    for transport, outcome in zip(transports, outcomes, strict=True):
+        if not isinstance(outcome, BaseException):
+            _PREWARMED[transport.target] = transport
+
+
 class HostPool:
     """The connections of one flow run, opened on first use and closed together."""
 
     def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER):
-        self.transports = {t.name: SshTransport(t, masker) for t in targets}
+        self.transports = {t.name: _PREWARMED.pop(t, None) or SshTransport(t, masker) for t in targets}
 
     def __getitem__(self, name: str) -> SshTransport:
         return self.transports[name]

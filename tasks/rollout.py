@@ -17,7 +17,7 @@ from tasks.plan import ORPHANS, Change, Plan
 from tasks.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.remote import HostPool, current_phase
 from tasks.report import StackResult
-from tasks.steps import ensure_images, health_gate, record_release, start_release, upload_release
+from tasks.steps import health_gate, record_release, stage, start_release
 
 
 async def apply_plan(pool: HostPool, desired: DesiredState, plan: Plan, flow_run_id: str | None,
@@ -84,8 +84,7 @@ async def deploy_stack(pool: HostPool, desired: DesiredState, change: Change, fl
                          release=release)
     image_map: dict[str, str] = {}
     try:
-        await upload_release(pool, host, state_dir, stack.name, release, stack.compose)
-        image_map = await ensure_images(pool, host, state_dir, stack.name, release, stack.images, spec.pull)
+        image_map = await stage(pool, host, state_dir, stack.name, release, stack.compose, stack.images, spec.pull)
         await start_release(pool, host, state_dir, stack.name, release)
         gate = await health_gate(pool, host, stack.name, stack.services, spec.health.checks,
                                  inv.health_timeout_s(stack.name), spec.health.containers)

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from deployments.inventory import HealthCheck
-from tasks.compose import compose_pull, compose_up, image_ids, release_compose_file
+from tasks.compose import compose_pull, compose_up, image_ids, release_compose_file, stage_release
 from tasks.errors import RemoteCommandError
 from tasks.facts import HostSurvey
 from tasks.health import GateResult, wait_healthy
@@ -33,29 +33,29 @@ async def survey_host(pool: HostPool, host: str, state_dir: str, gpu: bool) -> H
     return await read_survey(pool, host, state_dir, gpu)
 
 
-@task(name="upload-release", task_run_name="upload {stack}@{host}", **REMOTE)
-async def upload_release(pool: HostPool, host: str, state_dir: str, stack: str, release: str,
-                         compose: bytes) -> None:
-    await pool[host].upload(release_compose_file(state_dir, stack, release), compose)
-
-
-@task(name="ensure-images", task_run_name="images {stack}@{host}", **REMOTE)
-async def ensure_images(pool: HostPool, host: str, state_dir: str, stack: str, release: str,
-                        images: dict[str, str], pull: str) -> dict[str, str]:
-    """Pull (policy ``always``, or ``missing`` when absent) and return image ref -> id."""
+@task(name="stage-release", task_run_name="stage {stack}@{host}", **REMOTE)
+async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: str, compose: bytes,
+                images: dict[str, str], pull: str) -> dict[str, str]:
+    """Put the release's compose file in place and make sure its images are present
+    (pulling per policy). Returns image reference -> image id."""
     transport = pool[host]
+    path = release_compose_file(state_dir, stack, release)
     refs = list(dict.fromkeys(images.values()))
     if pull == "always":
-        await transport.run(compose_pull(state_dir, stack, release))
-    found = await transport.run(image_ids(refs), check=False)
-    if not found.ok and pull == "missing":
+        await transport.upload(path, compose)
         await transport.run(compose_pull(state_dir, stack, release))
         found = await transport.run(image_ids(refs), check=False)
+    else:
+        found = await transport.run(stage_release(path, refs), input=compose, check=False)
+        if found.exit_status == 97:
+            raise RemoteCommandError(host, f"upload of {path}", 97, found.stderr)
+        if not found.ok and pull == "missing":
+            await transport.run(compose_pull(state_dir, stack, release))
+            found = await transport.run(image_ids(refs), check=False)
     if not found.ok:
         raise RemoteCommandError(host, f"image check for {stack}", found.exit_status,
                                  f"image(s) not present and pull policy is {pull!r}: {found.stderr.strip()}")
-    ids = found.stdout.split()
-    return dict(zip(refs, ids, strict=False))
+    return dict(zip(refs, found.stdout.split(), strict=False))
 
 
 @task(name="compose-up", task_run_name="up {stack}@{host}", **REMOTE)

@@ -11,20 +11,22 @@ from pathlib import Path
 import pytest
 
 from tasks.compose import (
-    INSPECT_PROJECT,
+    STAGE,
     UPLOAD,
+    WAIT_SETTLED,
     compose,
     compose_down,
     compose_logs,
     compose_pull,
     compose_up,
     image_ids,
-    inspect_project,
     release_compose_file,
     release_dir,
     releases_dir,
     stack_dir,
+    stage_release,
     upload_file,
+    wait_settled,
 )
 from tasks.facts import SURVEY, survey
 from tasks.releases import COMMIT_RELEASE, ReleaseRecord, commit_release
@@ -61,7 +63,11 @@ BUILDERS = [
      ["docker", "compose", "-p", "media", "down", "--remove-orphans"]),
     ("image_ids", image_ids(["nginx:1.27", "redis:7"]),
      ["docker", "image", "inspect", "--format", "{{.Id}}", "nginx:1.27", "redis:7"]),
-    ("inspect_project", inspect_project("media"), ["sh", "-c", INSPECT_PROJECT, "inspect-project", "media"]),
+    ("wait_settled", wait_settled("media", 2, 19.7), ["sh", "-c", WAIT_SETTLED, "wait-settled", "media", "2", "19"]),
+    ("wait_settled past deadline", wait_settled("media", 1, -3),
+     ["sh", "-c", WAIT_SETTLED, "wait-settled", "media", "1", "0"]),
+    ("stage_release", stage_release("s/r/compose.yaml", ["a:1", "b:2"]),
+     ["sh", "-c", STAGE, "stage-release", "s/r/compose.yaml", "644", "a:1", "b:2"]),
     ("upload_file default mode", upload_file(".homelab/releases/media/x/compose.yaml"),
      ["sh", "-c", UPLOAD, "upload", ".homelab/releases/media/x/compose.yaml", "644"]),
     ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ["sh", "-c", UPLOAD, "upload", "/srv/a b/.env", "600"]),
@@ -100,7 +106,8 @@ ODD_BUILT = {
     "compose_logs": compose_logs("media"),
     "compose_down": compose_down("media"),
     "image_ids": image_ids(["nginx:1.27", "ghcr.io/x/y@sha256:abc"]),
-    "inspect_project": inspect_project("media"),
+    "wait_settled": wait_settled("media", 3, 10),
+    "stage_release": stage_release(f"{ODD_STATE}/compose.yaml", ["web server:1"]),
     "upload_file": upload_file(f"{ODD_STATE}/compose.yaml", 0o640),
     "commit_release": commit_release(ODD_STATE, "media", REL, 5, True),
     "survey": survey(ODD_STATE, True),
@@ -241,33 +248,89 @@ def test_commit_release_leaves_unrelated_entries_alone(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# inspect_project: runs locally against a fake docker
+# wait_settled and stage_release: run locally against a fake docker
 # ---------------------------------------------------------------------------------------------
 
 FAKE_DOCKER = """
 case "$1" in
   ps) printf '%s\\n' "$*" >> "$CALLS"; [ -n "$IDS" ] && printf '%s\\n' $IDS; exit 0 ;;
-  inspect) shift; printf '[{"Id": "%s"}]\\n' "$*" ;;
+  inspect)
+    shift
+    if [ "$1" = --format ]; then
+      n=$(cat "$CALLS.n" 2>/dev/null || echo 0); echo $((n + 1)) > "$CALLS.n"
+      # the first $STARTING polls report a container still starting
+      if [ "$n" -lt "${STARTING:-0}" ]; then echo running/starting; else printf '%s\\n' $STATES; fi
+      exit 0
+    fi
+    printf '[{"Id": "%s"}]\\n' "$*" ;;
+  image) shift 4; for i in "$@"; do [ "$i" = missing:1 ] && { echo "No such image: $i" >&2; exit 1; }
+         echo "sha256:$i"; done ;;
   *) exit 99 ;;
 esac
 """
 
 
-@pytest.mark.parametrize(("ids", "expected"), [
-    ("", []),
-    ("abc123 def456", [{"Id": "abc123 def456"}]),
+@pytest.mark.parametrize(("ids", "states", "starting", "expected"), [
+    ("", "", 0, []),
+    ("abc123 def456", "running/healthy running/", 0, [{"Id": "abc123 def456"}]),
+    ("abc123", "running/healthy", 2, [{"Id": "abc123"}]),  # waits through two "starting" polls
+    ("abc123", "running/unhealthy", 0, [{"Id": "abc123"}]),  # unhealthy is settled: no more waiting
 ])
-def test_inspect_project_filters_on_the_project_label(fake_bin, tmp_path, ids, expected):
+def test_wait_settled_polls_until_no_container_is_starting(fake_bin, tmp_path, ids, states, starting, expected):
     env = fake_bin("docker", FAKE_DOCKER)
     calls = tmp_path / "calls"
-    done = _run(inspect_project("media"), env={**env, "IDS": ids, "CALLS": str(calls)})
+    want = len(ids.split()) or 1
+    done = _run(wait_settled("media", want, 0 if not ids else 10),
+                env={**env, "IDS": ids, "STATES": states, "STARTING": str(starting), "CALLS": str(calls)})
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == expected
-    assert calls.read_text() == "ps -aq --filter label=com.docker.compose.project=media\n"
+    assert calls.read_text().splitlines()[0] == "ps -aq --filter label=com.docker.compose.project=media"
+    if ids:
+        assert int((tmp_path / "calls.n").read_text()) == starting + 1
 
 
-def test_inspect_project_fails_when_docker_ps_fails(fake_bin):
+def test_wait_settled_gives_up_at_the_deadline(fake_bin, tmp_path):
+    env = fake_bin("docker", FAKE_DOCKER)
+    done = _run(wait_settled("media", 1, 1), env={**env, "IDS": "abc", "STATES": "", "STARTING": "1000",
+                                                   "CALLS": str(tmp_path / "calls")})
+    assert done.returncode == 0
+    assert json.loads(done.stdout) == [{"Id": "abc"}]
+    assert 2 <= int((tmp_path / "calls.n").read_text()) <= 12  # polled every 0.3 s for about 1-2 s
+
+
+def test_wait_settled_fails_when_docker_ps_fails(fake_bin):
     env = fake_bin("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1\n")
-    done = _run(inspect_project("media"), env=env)
+    done = _run(wait_settled("media", 1, 5), env=env)
     assert done.returncode != 0
     assert b"[]" not in done.stdout
+
+
+def test_stage_release_writes_the_file_then_lists_image_ids(fake_bin, tmp_path):
+    env = fake_bin("docker", FAKE_DOCKER)
+    target = tmp_path / "releases" / "media" / REL / "compose.yaml"
+    done = subprocess.run(stage_release(str(target), ["a:1", "b:2"]), input=b"services: {}\n",
+                          capture_output=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["sha256:a:1", "sha256:b:2"]
+    assert target.read_bytes() == b"services: {}\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["compose.yaml"]  # no temp file left
+
+
+def test_stage_release_reports_a_missing_image_after_writing(fake_bin, tmp_path):
+    env = fake_bin("docker", FAKE_DOCKER)
+    target = tmp_path / "compose.yaml"
+    done = subprocess.run(stage_release(str(target), ["missing:1"]), input=b"x", capture_output=True, env=env,
+                          check=False)
+    assert done.returncode == 1
+    assert b"No such image: missing:1" in done.stderr
+    assert target.read_bytes() == b"x"
+
+
+def test_stage_release_exits_97_when_the_upload_fails(fake_bin, tmp_path):
+    env = fake_bin("docker", FAKE_DOCKER)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = subprocess.run(stage_release(str(blocker / "sub" / "compose.yaml"), ["a:1"]), input=b"x",
+                          capture_output=True, env=env, check=False)
+    assert done.returncode == 97
