@@ -14,13 +14,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
 from deployments import server
 from deployments.desired import DesiredState, load_desired_state
-from tasks.errors import DeployFailed, HomelabError, PreflightFailed
+from deployments.inventory import FailurePolicy
+from tasks.errors import DeployFailed, HomelabError, PreflightFailed, UsageError
 from tasks.report import table
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -37,6 +38,7 @@ Json = Annotated[bool, typer.Option("--json", help="machine-readable output (sta
 Only = Annotated[list[str] | None, typer.Option("--only", help="limit to these stacks (repeatable)")]
 
 _debug = False
+POLICIES = get_args(FailurePolicy)
 
 
 @app.callback()
@@ -92,8 +94,12 @@ def plan(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: 
 @app.command()
 def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: Only = None,
            prune: Annotated[bool, typer.Option(help="also take down stacks the inventory no longer places")] = False,
+           on_failure: Annotated[str | None, typer.Option(
+               "--on-failure", help="override every phase's policy: halt|rollback-phase|rollback-all|continue")] = None,
            as_json: Json = False) -> None:
     """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
+    if on_failure is not None and on_failure not in POLICIES:
+        raise _fail(UsageError(f"--on-failure must be one of {', '.join(POLICIES)}"))
     try:
         desired = _load(inventory, ref, only)  # a bad inventory fails here, before any server or host is contacted
         api_url = server.ensure_api()
@@ -109,7 +115,7 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
         flows = await asyncio.to_thread(importlib.import_module, "flows.deploy")
         await warming
         state = await flows.deploy_homelab(inventory=str(inventory.absolute()), ref=ref, only=only or None,
-                                           prune=prune, return_state=True)
+                                           prune=prune, on_failure=on_failure, return_state=True)
         return await state.aresult(raise_on_failure=False), state.state_details.flow_run_id
 
     value, flow_run_id = asyncio.run(run())

@@ -114,8 +114,14 @@ class Stack(_Strict):
     health: Health = Health()
 
 
+FailurePolicy = Literal["halt", "rollback-phase", "rollback-all", "continue"]
+
+
 class Phase(_Strict):
     depends_on: list[str] = []
+    on_failure: FailurePolicy = Field("halt", description="what a failed stack does to the rest of the run")
+    snapshot: bool = Field(False, description="snapshot the phase's Proxmox VMs before changing anything")
+    vmstate: bool = Field(False, description="include RAM in the snapshot")
     stacks: dict[str, Stack]
 
 

@@ -9,18 +9,20 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.runtime import flow_run
 
 from deployments.desired import load_desired_state
+from deployments.inventory import FailurePolicy
 from tasks.errors import DeployFailed, PreflightFailed
 from tasks.plan import Plan, make_plan
 from tasks.remote import HostPool
 from tasks.report import DeployReport
-from tasks.rollout import apply_plan
+from tasks.rollout import Rollout, apply_plan
 from tasks.steps import survey_host
 from tasks.survey import ssh_targets, survey_hosts
 
 
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
 async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str | None = None,
-                         only: list[str] | None = None, prune: bool = False) -> dict:
+                         only: list[str] | None = None, prune: bool = False,
+                         on_failure: FailurePolicy | None = None) -> dict:
     """Deploy the inventory (at git ``ref`` if given); only the stacks in ``only`` if given."""
     started = time.monotonic()
     desired = load_desired_state(inventory, ref, only)
@@ -31,7 +33,8 @@ async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str |
         plan = make_plan(desired, surveys, full=not only)
         if plan.pending:
             await publish_plan(plan)
-        results = await apply_plan(pool, desired, plan, flow_run.get_id(), prune=prune)
+        run = Rollout(pool, desired, surveys, flow_run.get_id(), prune=prune, on_failure=on_failure)
+        results = await apply_plan(run, plan)
         report = DeployReport(desired.source, desired.commit, flow_run.get_id(), results,
                               pool.remote_seconds(), time.monotonic() - started)
     await acreate_markdown_artifact(key="deploy-report", markdown=report.markdown(),

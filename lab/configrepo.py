@@ -5,6 +5,8 @@
 - ``v1.1``      one stack changed (newsletter -> ``lab-web:2``)
 - ``v2``        some more stacks updated (redis, homeassistant -> ``lab-web:2``); ``main`` points here
 - ``v3-broken`` on branch ``broken``: media runs ``lab-web:broken``, whose healthcheck never passes
+- ``v3-edge-broken`` on branch ``edge-broken``: redis (rtx1080, phase foundation) goes back to
+  ``lab-web:1`` and succeeds, then newsletter (vps, phase edge) runs ``lab-web:broken``
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import yaml
 
 from lab import topology
 
-REPO_VERSION = "3"  # bump when the generated content changes, so `lab up` rebuilds the repo
+REPO_VERSION = "4"  # bump when the generated content changes, so `lab up` rebuilds the repo
 
 # (phase, depends_on, {stack: hosts}) - mirrors deployments/homelab.yaml
 PHASES: list[tuple[str, list[str], dict[str, list[str]]]] = [
@@ -35,7 +37,11 @@ RELEASES: list[tuple[str, dict[str, str]]] = [
     ("v1.1", {"newsletter": "2"}),
     ("v2", {"newsletter": "2", "redis": "2", "homeassistant": "2"}),
 ]
-BROKEN = ("v3-broken", {"newsletter": "2", "redis": "2", "homeassistant": "2", "media": "broken"})
+# (tag, branch, versions), each branched from the last release
+BROKEN = [
+    ("v3-broken", "broken", {"newsletter": "2", "redis": "2", "homeassistant": "2", "media": "broken"}),
+    ("v3-edge-broken", "edge-broken", {"newsletter": "broken", "redis": "1", "homeassistant": "2"}),
+]
 
 
 def repo_dir() -> Path:
@@ -110,7 +116,7 @@ def _current(root: Path) -> bool:
         tags = set(_git(root, "tag").split())
     except subprocess.CalledProcessError:
         return False
-    return {"v1", "v1.1", "v2", "v3-broken"} <= tags
+    return {tag for tag, _ in RELEASES} | {tag for tag, _, _ in BROKEN} <= tags
 
 
 def ensure() -> Path:
@@ -127,10 +133,10 @@ def ensure() -> Path:
         _git(root, "add", "-A")
         _git(root, "commit", "-q", "-m", f"lab release {tag}")
         _git(root, "tag", tag)
-    _git(root, "checkout", "-q", "-b", "broken")
-    tag, versions = BROKEN
-    _write(root, versions)
-    _git(root, "commit", "-q", "-am", f"lab release {tag}: media runs an image whose healthcheck fails")
-    _git(root, "tag", tag)
+    for tag, branch, versions in BROKEN:
+        _git(root, "checkout", "-q", "-b", branch, RELEASES[-1][0])
+        _write(root, versions)
+        _git(root, "commit", "-q", "-am", f"lab release {tag}: an image whose healthcheck fails")
+        _git(root, "tag", tag)
     _git(root, "checkout", "-q", "main")
     return inventory_path()

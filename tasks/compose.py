@@ -44,6 +44,48 @@ def compose_up(state_dir: str, stack: str, release: str) -> list[str]:
     return compose(state_dir, stack, release, "up", "-d", "--remove-orphans", "--pull", "never")
 
 
+# Marks the stack "deploy in progress" before anything runs, so a run killed half-way is
+# found by the next survey; the marker is cleared when the release is recorded or undone.
+START = 'printf "%s\\n" "$2" > "$1/pending.tmp" && mv -f "$1/pending.tmp" "$1/pending" && shift 2 && exec "$@"'
+
+
+def start_release(state_dir: str, stack: str, release: str, marker: str) -> list[str]:
+    """Write the pending marker (JSON, no secrets), then ``compose up`` the release."""
+    return ["sh", "-c", START, "start-release", releases_dir(state_dir, stack), marker,
+            *compose_up(state_dir, stack, release)]
+
+
+# Puts back the exact images of a release (tags may have moved since), then brings it up.
+RESTORE = 'while [ "$1" != "--" ]; do docker tag "$2" "$1" || exit 98; shift 2; done; shift; exec "$@"'
+
+
+def restore_release(state_dir: str, stack: str, release: str, images: dict[str, str]) -> list[str]:
+    """Re-tag each image reference to the recorded image id, then ``compose up`` the release.
+    Exit 98: a recorded image is gone from the host."""
+    pairs = [part for ref, image_id in sorted(images.items()) for part in (ref, image_id)]
+    return ["sh", "-c", RESTORE, "restore-release", *pairs, "--", *compose_up(state_dir, stack, release)]
+
+
+SETTLE_ROLLBACK = r"""
+dir=$1; restored=$2; undone=$3
+if [ -n "$restored" ]; then
+  printf '%s
+' "$restored" > "$dir/current.tmp" && mv -f "$dir/current.tmp" "$dir/current"
+else
+  rm -f "$dir/current"
+fi
+[ -f "$dir/$undone/release.json" ] &&
+  sed -i 's/"status": "active"/"status": "rolled-back"/' "$dir/$undone/release.json"
+rm -f "$dir/pending"
+"""
+
+
+def settle_rollback(state_dir: str, stack: str, restored: str | None, undone: str) -> list[str]:
+    """After an undo: ``current`` names the restored release (or is removed when the stack had
+    none), the undone release is marked rolled-back, and the pending marker is cleared."""
+    return ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", releases_dir(state_dir, stack), restored or "", undone]
+
+
 def compose_pull(state_dir: str, stack: str, release: str, services: Sequence[str] = ()) -> list[str]:
     return compose(state_dir, stack, release, "pull", "--quiet", *services)
 

@@ -24,6 +24,12 @@ class InventoryError(HomelabError):
         super().__init__("invalid desired state:\n  " + "\n  ".join(shown) + more)
 
 
+class UsageError(HomelabError):
+    """A command-line argument is invalid."""
+
+    exit_code = 2
+
+
 class SourceError(InventoryError):
     """The inventory or --ref could not be read from git or disk."""
 

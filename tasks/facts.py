@@ -29,6 +29,13 @@ for cur in "$state"/releases/*/current; do
   printf '@@release %s %s\n' "${dir##*/}" "$id"
   cat "$dir/$id/release.json" 2>/dev/null; echo
 done
+section pending
+for mark in "$state"/releases/*/pending; do
+  [ -f "$mark" ] || continue
+  dir=${mark%/pending}; printf '@@pending %s\n' "${dir##*/}"; cat "$mark"; echo
+done
+section lock
+cat "$state/lock/owner.json" 2>/dev/null
 section containers
 # a container may vanish between ps and inspect: inspect then prints the rest and exits 1
 out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null)
@@ -85,6 +92,8 @@ class HostSurvey:
     gpus: tuple[Gpu, ...] = ()
     gpu_error: str | None = None
     complete: bool = True  # False when the output was cut off
+    pending: dict[str, dict] = field(default_factory=dict)  # stack -> marker of a deploy that never finished
+    lock: dict | None = None  # owner of the host's deploy lock, if held
 
     def project(self, stack: str) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.project == stack)
@@ -123,7 +132,26 @@ def parse_survey(text: str) -> HostSurvey:
         gpus=gpus,
         gpu_error=gpu_error,
         complete="end" in sections,
+        pending=parse_pending(sections.get("pending", "")),
+        lock=_json_object(sections.get("lock", "")),
     )
+
+
+def parse_pending(text: str) -> dict[str, dict]:
+    """``@@pending <stack>`` blocks -> stack -> marker (unreadable markers still count)."""
+    found: dict[str, dict] = {}
+    for block in text.split("@@pending ")[1:]:
+        stack, _, body = block.partition("\n")
+        found[stack.strip()] = _json_object(body) or {"unreadable": body.strip()[:200]}
+    return found
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        return {"unreadable": text.strip()[:200]}
+    return value if isinstance(value, dict) else None
 
 
 def _clean(text: str) -> str:
@@ -232,6 +260,10 @@ def judge_project(services: tuple[str, ...], containers: tuple[Container, ...],
                   require_health: bool = True) -> ProjectHealth:
     """Is every service of the stack running (and healthy, where it has a healthcheck)?"""
     by_service = {c.service: c for c in containers}
+    if not services:  # services unknown (an old record): judge whatever the project runs
+        if not containers:
+            return ProjectHealth(False, False, "no containers", containers)
+        services = tuple(by_service)
     missing = [s for s in services if s not in by_service]
     if missing:
         return ProjectHealth(False, False, f"no container for service(s) {', '.join(missing)}", containers)

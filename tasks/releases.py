@@ -25,8 +25,9 @@ class ReleaseRecord:
     images: dict[str, str]  # image reference -> image id
     created_at: str
     flow_run_id: str | None
-    status: str = "active"  # active | failed
+    status: str = "active"  # active | failed | rolled-back
     source: str = ""
+    services: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:
@@ -51,21 +52,25 @@ def utc_now() -> str:
 
 COMMIT_RELEASE = r"""
 set -e
-dir=$1; id=$2; keep=$3; activate=$4
+dir=$1; id=$2; keep=$3; activate=$4; protect=$5
 mkdir -p "$dir/$id"
 cat > "$dir/$id/release.json.tmp"
 mv -f "$dir/$id/release.json.tmp" "$dir/$id/release.json"
 if [ "$activate" = 1 ]; then
   printf '%s\n' "$id" > "$dir/current.tmp" && mv -f "$dir/current.tmp" "$dir/current"
 fi
+rm -f "$dir/pending"
 current=$(cat "$dir/current" 2>/dev/null || true)
-# prune: keep the newest $keep releases, and never the current one
+# prune: keep the newest $keep releases, never the current one, nor the one a rollback may need
 ls -1 "$dir" | grep -E '^[0-9]{8}T[0-9]{6}Z-' | sort -r | tail -n +$((keep + 1)) |
-while read -r old; do [ "$old" = "$current" ] || rm -rf -- "${dir:?}/$old"; done
+while read -r old; do [ "$old" = "$current" ] || [ "$old" = "$protect" ] || rm -rf -- "${dir:?}/$old"; done
 """
 
 
-def commit_release(state_dir: str, stack: str, release: str, keep: int, activate: bool) -> list[str]:
-    """Write the record from stdin, move ``current`` to it if ``activate``, prune old ones."""
+def commit_release(state_dir: str, stack: str, release: str, keep: int, activate: bool,
+                   protect: str | None = None) -> list[str]:
+    """Write the record from stdin, move ``current`` to it if ``activate``, clear the pending
+    marker, and prune old releases except ``current`` and ``protect`` (the previous release,
+    which a rollback of this run may still need)."""
     return ["sh", "-c", COMMIT_RELEASE, "commit-release", releases_dir(state_dir, stack), release,
-            str(keep), "1" if activate else "0"]
+            str(keep), "1" if activate else "0", protect or ""]

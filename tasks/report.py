@@ -6,6 +6,10 @@ Results:
 - ``failed``: the step or the health gate failed (``error``, ``logs``, ``probe_output`` say why)
 - ``not-run``: not attempted because the run stopped earlier
 - ``removed`` / ``kept``: an orphaned stack taken down (``--prune``) or left running
+- ``rolled-back``: it was healthy, but the failure policy undid it (``rollback`` says how)
+
+``rollback`` is set on every stack that was undone, failed or not: e.g. "restored release X
+(healthy)", "removed (the stack had no previous release)", or "rollback FAILED: ...".
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class StackResult:
     error: str | None = None
     logs: str | None = None
     probe_output: str | None = None
+    rollback: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,39 +1,123 @@
-"""Applying a plan: phases in order; within a phase, hosts in parallel and each host's
-stacks in parallel up to ``max_parallel``. Every host's result is collected before the
-phase is judged; a failed phase stops the run (later phases are reported ``not-run``).
+"""Applying a plan: phases in dependency order; within a phase, hosts in parallel and each
+host's stacks in parallel up to ``max_parallel``. Every result is collected before the phase
+is judged (fabric's GroupResult); then the phase's failure policy decides.
+
+Undo uses Prefect transactions: each stack deploy is a transaction (held open by ``Held``
+until the run decides), and the compose-up task registers the stack's undo as its
+``on_rollback`` hook. A failing stack's own transaction always unwinds at once, so no host is
+left on a half-deployed release. Then the phase's policy decides:
+
+- ``halt``: stop; later phases are ``not-run``; everything else that succeeded stays.
+- ``rollback-phase``: also undo every stack this phase changed; stop.
+- ``rollback-all``: undo everything this run changed, in reverse; stop.
+- ``continue``: keep going with the phases that do not depend on the failed one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import get_args
 
 from deployments.desired import DesiredState
+from deployments.inventory import FailurePolicy
 from tasks.compose import compose_down, releases_dir
 from tasks.errors import HomelabError
+from tasks.facts import HostSurvey
 from tasks.health import container_logs
+from tasks.held import Held, Unwind
 from tasks.plan import ORPHANS, Change, Plan
 from tasks.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.remote import HostPool, current_phase
 from tasks.report import StackResult
-from tasks.steps import health_gate, record_release, stage, start_release
+from tasks.steps import health_gate, record_release, stage, start
+from tasks.undo import RollbackJournal, StackUndo
+
+POLICIES = get_args(FailurePolicy)
 
 
-async def apply_plan(pool: HostPool, desired: DesiredState, plan: Plan, flow_run_id: str | None,
-                     prune: bool = False) -> list[StackResult]:
+@dataclass
+class Rollout:
+    pool: HostPool
+    desired: DesiredState
+    surveys: dict[str, HostSurvey]
+    flow_run_id: str | None
+    prune: bool = False
+    on_failure: str | None = None  # overrides every phase's policy
+    journal: RollbackJournal = field(default_factory=RollbackJournal)
+
+    def policy(self, phase: str) -> str:
+        if self.on_failure:
+            return self.on_failure
+        spec = self.desired.inventory.phases.get(phase)
+        return spec.on_failure if spec else "halt"
+
+
+async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
     results: list[StackResult] = []
-    stopped: str | None = None
-    for phase in plan.phases:
-        changes = plan.phase(phase)
-        if stopped:
-            results += [_not_run(c, f"phase {stopped} failed") for c in changes]
+    failed_phases: list[str] = []
+    stop_reason: str | None = None
+    kept: list[list[Held]] = []  # per phase, the still-open transactions of healthy stacks
+    try:
+        for phase in plan.phases:
+            changes = plan.phase(phase)
+            blocked = stop_reason or _blocked_by(run.desired, phase, failed_phases)
+            if blocked:
+                results += [_not_run(c, blocked) for c in changes]
+                continue
+            current_phase.set(phase)
+            phase_results, held = await _run_phase(run, changes)
+            results += phase_results
+            kept.append([h for h in held if not h.unwound])
+            if any(r.result == "failed" for r in phase_results):
+                failed_phases.append(phase)
+                policy = run.policy(phase)
+                if policy == "rollback-phase":
+                    await _unwind(kept[-1:])
+                elif policy == "rollback-all":
+                    await _unwind(kept)
+                if policy != "continue":
+                    stop_reason = f"phase {phase} failed (policy {policy})"
+    finally:
+        # Whatever the policy did not undo is kept.
+        await asyncio.gather(*(h.commit() for phase_held in kept for h in phase_held))
+    return _with_rollbacks(results, run.journal)
+
+
+async def _unwind(phases: list[list[Held]]) -> None:
+    """Undo in reverse: the latest phase first; within a phase, hosts in parallel."""
+    for phase_held in reversed(phases):
+        await asyncio.gather(*(h.rollback() for h in phase_held))
+
+
+def _blocked_by(desired: DesiredState, phase: str, failed: list[str]) -> str | None:
+    """With ``continue``: a phase that (transitively) depends on a failed phase does not run."""
+    phases = desired.inventory.phases
+    todo, seen = list(phases[phase].depends_on) if phase in phases else [], set()
+    while todo:
+        dep = todo.pop()
+        if dep in failed:
+            return f"depends on failed phase {dep}"
+        if dep not in seen and dep in phases:
+            seen.add(dep)
+            todo += phases[dep].depends_on
+    return None
+
+
+def _with_rollbacks(results: list[StackResult], journal: RollbackJournal) -> list[StackResult]:
+    for r in results:
+        note = journal.entries.get((r.host, r.stack))
+        if note is None:
             continue
-        current_phase.set(phase)
-        phase_results = await _run_phase(pool, desired, changes, flow_run_id, prune)
-        results += phase_results
-        if any(not r.ok for r in phase_results):
-            stopped = phase
+        r.rollback = note
+        if r.result == "healthy":
+            r.result = "rolled-back"
+        if (r.host, r.stack) in journal.failed:
+            r.result = "failed"
+            r.error = (r.error + "; " if r.error else "") + note
     return results
 
 
@@ -42,85 +126,92 @@ def _not_run(change: Change, why: str) -> StackResult:
                        release=change.current_release)
 
 
-async def _run_phase(pool: HostPool, desired: DesiredState, changes: list[Change], flow_run_id: str | None,
-                     prune: bool) -> list[StackResult]:
+async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackResult], list[Held]]:
     by_host: dict[str, list[Change]] = defaultdict(list)
     for change in changes:
         by_host[change.host].append(change)
+    held: list[Held] = []
 
-    async def host_lane(host: str, lane: list[Change]) -> list[StackResult]:
-        limit = asyncio.Semaphore(desired.inventory.defaults.max_parallel)
+    async def host_lane(lane: list[Change]) -> list[StackResult]:
+        limit = asyncio.Semaphore(run.desired.inventory.defaults.max_parallel)
 
         async def one(change: Change) -> StackResult:
             async with limit:
-                return await _apply_change(pool, desired, change, flow_run_id, prune)
+                if change.action == "unchanged":
+                    return StackResult(change.phase, change.host, change.stack, "unchanged", "unchanged",
+                                       reason=change.reason, release=change.current_release)
+                if change.phase == ORPHANS:
+                    return await _retire(run, change)
+                deploy = Held(lambda: deploy_stack(run, change))
+                held.append(deploy)
+                return await deploy.result()
 
         return list(await asyncio.gather(*(one(c) for c in lane)))
 
-    lanes = await asyncio.gather(*(host_lane(h, lane) for h, lane in by_host.items()))
+    lanes = await asyncio.gather(*(host_lane(lane) for lane in by_host.values()))
     order = {(c.host, c.stack): i for i, c in enumerate(changes)}
-    return sorted((r for lane in lanes for r in lane), key=lambda r: order[(r.host, r.stack)])
+    return sorted((r for lane in lanes for r in lane), key=lambda r: order[(r.host, r.stack)]), held
 
 
-async def _apply_change(pool: HostPool, desired: DesiredState, change: Change, flow_run_id: str | None,
-                        prune: bool) -> StackResult:
-    if change.action == "unchanged":
-        return StackResult(change.phase, change.host, change.stack, "unchanged", "unchanged",
-                           reason=change.reason, release=change.current_release)
-    if change.phase == ORPHANS:
-        return await _retire(pool, desired, change, prune)
-    return await deploy_stack(pool, desired, change, flow_run_id)
-
-
-async def deploy_stack(pool: HostPool, desired: DesiredState, change: Change, flow_run_id: str | None) -> StackResult:
-    """Upload, images, up, health gate, record: the runbook for one stack on one host."""
-    inv = desired.inventory
+async def deploy_stack(run: Rollout, change: Change) -> StackResult:
+    """Stage, up, health gate, record: the runbook for one stack on one host. It runs inside
+    the stack's own transaction (``Held``); a failure raises ``Unwind``, which rolls the
+    transaction back, so the stack returns to its previous release at once."""
+    inv, desired = run.desired.inventory, run.desired
     stack = desired.stacks[change.stack]
     spec = inv.stack(stack.name)
     host, state_dir = change.host, inv.state_dir(change.host)
+    previous = run.surveys[host].releases.get(stack.name)
     release = new_release_id()
     started = time.monotonic()
     result = StackResult(change.phase, host, stack.name, change.action, "failed", reason=change.reason,
                          release=release)
     image_map: dict[str, str] = {}
+    undo = StackUndo(run.pool, run.journal, host, state_dir, stack.name, release, previous,
+                     tuple(previous.services) if previous else (), spec.health.checks,
+                     inv.health_timeout_s(stack.name))
+    marker = json.dumps({"release": release, "previous": previous.id if previous else None,
+                         "flow_run_id": run.flow_run_id, "started_at": utc_now(), "commit": desired.commit})
     try:
-        image_map = await stage(pool, host, state_dir, stack.name, release, stack.compose, stack.images, spec.pull)
-        await start_release(pool, host, state_dir, stack.name, release)
-        gate = await health_gate(pool, host, stack.name, stack.services, spec.health.checks,
+        image_map = await stage(run.pool, host, state_dir, stack.name, release, stack.compose, stack.images,
+                                spec.pull)
+        await start(run.pool, host, state_dir, stack.name, release, marker, undo)
+        gate = await health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                  inv.health_timeout_s(stack.name), spec.health.containers)
         result.probe_output = gate.probe_output or None
-        if gate.ok:
-            result.result = "healthy"
-        else:
+        if not gate.ok:
             result.error = f"health gate failed: {gate.reason}"
-            result.logs = await container_logs(pool[host], stack.name)
     except HomelabError as exc:
         result.error = str(exc)
-        result.logs = await container_logs(pool[host], stack.name) if pool[host].connected else None
+    if result.error:
+        result.logs = await container_logs(run.pool[host], stack.name) if run.pool[host].connected else None
     record = ReleaseRecord(
         id=release, stack=stack.name, host=host, commit=desired.commit, config_hash=stack.config_hash,
-        images=image_map, created_at=utc_now(), flow_run_id=flow_run_id,
-        status="active" if result.result == "healthy" else "failed", source=desired.source)
+        images=image_map, created_at=utc_now(), flow_run_id=run.flow_run_id,
+        status="failed" if result.error else "active", source=desired.source, services=list(stack.services))
     try:
-        await record_release(pool, state_dir, record, inv.defaults.keep_releases)
+        await record_release(run.pool, state_dir, record, inv.defaults.keep_releases,
+                             previous.id if previous else None)
     except HomelabError as exc:
-        if result.result == "healthy":
-            result.result, result.error = "failed", f"healthy, but the release record was not written: {exc}"
+        result.error = result.error or f"healthy, but the release record was not written: {exc}"
     result.duration_s = time.monotonic() - started
+    if result.error:
+        raise Unwind(result)
+    result.result = "healthy"
     return result
 
 
-async def _retire(pool: HostPool, desired: DesiredState, change: Change, prune: bool) -> StackResult:
-    if not prune:
+async def _retire(run: Rollout, change: Change) -> StackResult:
+    if not run.prune:
         return StackResult(change.phase, change.host, change.stack, "remove", "kept",
                            reason=change.reason + " (run with --prune to remove it)", release=change.current_release)
     started = time.monotonic()
-    transport = pool[change.host]
+    transport = run.pool[change.host]
     result = StackResult(change.phase, change.host, change.stack, "remove", "removed", reason=change.reason,
                          release=change.current_release)
     try:
         await transport.run(compose_down(change.stack))
-        current = f"{releases_dir(desired.inventory.state_dir(change.host), change.stack)}/current"
+        current = f"{releases_dir(run.desired.inventory.state_dir(change.host), change.stack)}/current"
         await transport.run(["rm", "-f", "--", current])
     except HomelabError as exc:
         result.result, result.error = "failed", str(exc)

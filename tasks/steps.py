@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.transactions import BaseTransaction, get_transaction
 
 from deployments.inventory import HealthCheck
-from tasks.compose import compose_pull, compose_up, image_ids, release_compose_file, stage_release
+from tasks.compose import compose_pull, image_ids, release_compose_file, stage_release, start_release
 from tasks.errors import RemoteCommandError
 from tasks.facts import HostSurvey
 from tasks.health import GateResult, wait_healthy
 from tasks.releases import ReleaseRecord, commit_release
 from tasks.remote import HostPool, is_transient
 from tasks.survey import read_survey
+from tasks.undo import StackUndo
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -59,8 +61,19 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
 
 
 @task(name="compose-up", task_run_name="up {stack}@{host}", **REMOTE)
-async def start_release(pool: HostPool, host: str, state_dir: str, stack: str, release: str) -> None:
-    await pool[host].run(compose_up(state_dir, stack, release))
+async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: str, marker: str,
+                undo: StackUndo) -> None:
+    """Mark the stack pending and bring the release up. If the surrounding transaction rolls
+    back (this step failed, or the policy undoes the phase or the run), ``undo`` runs."""
+    get_transaction().set("undo", undo)
+    await pool[host].run(start_release(state_dir, stack, release, marker))
+
+
+@start.on_rollback
+async def _undo_start(txn: BaseTransaction) -> None:
+    undo: StackUndo | None = txn.get("undo", None)
+    if undo is not None:
+        await undo.run()
 
 
 @task(name="health-gate", task_run_name="health {stack}@{host}", **REMOTE)
@@ -70,7 +83,9 @@ async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str
 
 
 @task(name="record-release", task_run_name="record {record.stack}@{record.host}", **REMOTE)
-async def record_release(pool: HostPool, state_dir: str, record: ReleaseRecord, keep: int) -> None:
+async def record_release(pool: HostPool, state_dir: str, record: ReleaseRecord, keep: int,
+                         previous: str | None) -> None:
     await pool[record.host].run(
-        commit_release(state_dir, record.stack, record.id, keep, activate=record.status == "active"),
+        commit_release(state_dir, record.stack, record.id, keep, activate=record.status == "active",
+                       protect=previous),
         input=record.to_json())

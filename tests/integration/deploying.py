@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lab import manager, topology
@@ -47,3 +48,23 @@ def project_container_ids(host: str, stack: str) -> set[str]:
 def current_release(host: str, stack: str) -> str | None:
     done = manager.exec_on(host, ["cat", f"/root/.homelab/releases/{stack}/current"])
     return done.stdout.decode().strip() or None if done.returncode == 0 else None
+
+
+def release_status(host: str, stack: str, release: str) -> str:
+    raw = on_host(host, ["cat", f"/root/.homelab/releases/{stack}/{release}/release.json"])
+    return json.loads(raw)["status"]
+
+
+def stack_health(host: str, stack: str) -> dict[str, str]:
+    """service -> health of the project's containers (running ones; "exited" otherwise)."""
+    ids = project_container_ids(host, stack)
+    if not ids:
+        return {}
+    out = on_host(host, ["docker", "inspect", "--format",
+                         '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} '
+                         "{{if .State.Health}}{{.State.Health.Status}}{{end}}", *sorted(ids)])
+    health = {}
+    for line in out.splitlines():
+        service, status, *rest = line.split()
+        health[service] = (rest[0] if rest else "none") if status == "running" else status
+    return health

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from tasks.compose import (
+    RESTORE,
+    SETTLE_ROLLBACK,
     STAGE,
+    START,
     UPLOAD,
     WAIT_SETTLED,
     compose,
@@ -23,8 +26,11 @@ from tasks.compose import (
     release_compose_file,
     release_dir,
     releases_dir,
+    restore_release,
+    settle_rollback,
     stack_dir,
     stage_release,
+    start_release,
     upload_file,
     wait_settled,
 )
@@ -73,9 +79,23 @@ BUILDERS = [
     ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ["sh", "-c", UPLOAD, "upload", "/srv/a b/.env", "600"]),
     ("upload_file 0o755", upload_file("run.sh", 0o755), ["sh", "-c", UPLOAD, "upload", "run.sh", "755"]),
     ("commit_release activate", commit_release(".homelab", "media", REL, 5, True),
-     ["sh", "-c", COMMIT_RELEASE, "commit-release", ".homelab/releases/media", REL, "5", "1"]),
+     ["sh", "-c", COMMIT_RELEASE, "commit-release", ".homelab/releases/media", REL, "5", "1", ""]),
     ("commit_release keep", commit_release("/srv/state", "redis", REL, 3, False),
-     ["sh", "-c", COMMIT_RELEASE, "commit-release", "/srv/state/releases/redis", REL, "3", "0"]),
+     ["sh", "-c", COMMIT_RELEASE, "commit-release", "/srv/state/releases/redis", REL, "3", "0", ""]),
+    ("commit_release protect", commit_release("s", "redis", REL, 3, True, protect="OLD"),
+     ["sh", "-c", COMMIT_RELEASE, "commit-release", "s/releases/redis", REL, "3", "1", "OLD"]),
+    ("start_release", start_release("s", "media", REL, '{"release": "x"}'),
+     ["sh", "-c", START, "start-release", "s/releases/media", '{"release": "x"}',
+      "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
+      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+    ("restore_release", restore_release("s", "media", REL, {"b:2": "sha256:bb", "a:1": "sha256:aa"}),
+     ["sh", "-c", RESTORE, "restore-release", "a:1", "sha256:aa", "b:2", "sha256:bb", "--",
+      "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
+      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+    ("settle_rollback restored", settle_rollback("s", "media", "OLD", REL),
+     ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", "s/releases/media", "OLD", REL]),
+    ("settle_rollback none", settle_rollback("s", "media", None, REL),
+     ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", "s/releases/media", "", REL]),
     ("survey gpu", survey(".homelab", True), ["sh", "-c", SURVEY, "homelab-survey", ".homelab", "1"]),
     ("survey no gpu", survey("/srv/state", False), ["sh", "-c", SURVEY, "homelab-survey", "/srv/state", "0"]),
 ]
@@ -334,3 +354,47 @@ def test_stage_release_exits_97_when_the_upload_fails(fake_bin, tmp_path):
     done = subprocess.run(stage_release(str(blocker / "sub" / "compose.yaml"), ["a:1"]), input=b"x",
                           capture_output=True, env=env, check=False)
     assert done.returncode == 97
+
+
+def test_commit_release_never_prunes_the_protected_previous_release(tmp_path):
+    state, directory = _releases(tmp_path, OLD, current=OLD[-1])
+    done = _run(commit_release(state, "media", NEW, 2, True, protect=OLD[0]), _record(NEW))
+    assert done.returncode == 0, done.stderr
+    assert _listing(directory) == sorted([OLD[0], OLD[-1], NEW])
+
+
+def test_start_release_writes_the_pending_marker_before_running(tmp_path):
+    releases = tmp_path / "releases" / "media"
+    releases.mkdir(parents=True)
+    argv = ["sh", "-c", START, "start-release", str(releases), '{"release": "x"}', "sh", "-c",
+            'cat "$0/pending"; exit 3', str(releases)]
+    done = _run(argv)
+    assert done.returncode == 3  # the command's own status
+    assert done.stdout == b'{"release": "x"}\n'
+
+
+@pytest.mark.parametrize(("restored", "current"), [("OLD", "OLD\n"), (None, None)])
+def test_settle_rollback_moves_current_marks_and_clears(tmp_path, restored, current):
+    releases = tmp_path / "releases" / "media"
+    (releases / NEW).mkdir(parents=True)
+    (releases / NEW / "release.json").write_bytes(_record(NEW))
+    (releases / "current").write_text(NEW + "\n")
+    (releases / "pending").write_text("{}")
+    done = _run(settle_rollback(str(tmp_path), "media", restored, NEW))
+    assert done.returncode == 0, done.stderr
+    assert ((releases / "current").read_text() if (releases / "current").exists() else None) == current
+    assert json.loads((releases / NEW / "release.json").read_text())["status"] == "rolled-back"
+    assert not (releases / "pending").exists()
+
+
+def test_restore_release_retags_then_runs_and_reports_a_missing_image(fake_bin, tmp_path):
+    log = tmp_path / "log"
+    env = fake_bin("docker", f'echo "$*" >> {log}; [ "$3" = gone:1 ] && exit 1; exit 0\n')
+    argv = restore_release(".homelab", "media", REL, {"a:1": "sha256:aa"})
+    done = _run(argv, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = log.read_text().splitlines()
+    assert lines[0] == "tag sha256:aa a:1"
+    assert lines[1].startswith("compose -p media ")
+    missing = _run(restore_release(".homelab", "media", REL, {"gone:1": "sha256:00"}), env=env)
+    assert missing.returncode == 98

@@ -173,7 +173,7 @@ def test_is_transient(exc, transient):
 
 @pytest.mark.parametrize(("argv", "expected"), [
     (survey(".homelab", True), "sh -c <homelab-survey> .homelab 1"),
-    (commit_release(".homelab", "media", "R1", 5, True), "sh -c <commit-release> .homelab/releases/media R1 5 1"),
+    (commit_release(".homelab", "media", "R1", 5, True), "sh -c <commit-release> .homelab/releases/media R1 5 1 ''"),
     (["docker", "compose", "-p", "media", "down"], "docker compose -p media down"),
     (upload_file("/a b/c"), shlex.join(upload_file("/a b/c"))),  # short enough to log in full
 ])
