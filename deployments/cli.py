@@ -30,12 +30,15 @@ server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server (1
 lab_app = typer.Typer(no_args_is_help=True, help="The simulated homelab (network namespaces on this machine).")
 app.add_typer(server_app, name="server")
 app.add_typer(lab_app, name="lab")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
 
 DEFAULT_INVENTORY = os.environ.get("HOMELAB_INVENTORY", "deployments/homelab.yaml")
 Inventory = Annotated[Path, typer.Option("--inventory", "-i", help="inventory YAML (env HOMELAB_INVENTORY)")]
 Ref = Annotated[str | None, typer.Option("--ref", help="deploy the inventory as it was at this git commit/tag")]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output (stable field names)")]
 Only = Annotated[list[str] | None, typer.Option("--only", help="limit to these stacks (repeatable)")]
+LockWait = Annotated[float, typer.Option("--lock-wait", help="seconds to wait for another run's host locks")]
 
 _debug = False
 POLICIES = get_args(FailurePolicy)
@@ -96,7 +99,7 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
            prune: Annotated[bool, typer.Option(help="also take down stacks the inventory no longer places")] = False,
            on_failure: Annotated[str | None, typer.Option(
                "--on-failure", help="override every phase's policy: halt|rollback-phase|rollback-all|continue")] = None,
-           as_json: Json = False) -> None:
+           lock_wait: LockWait = 90, as_json: Json = False) -> None:
     """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
     if on_failure is not None and on_failure not in POLICIES:
         raise _fail(UsageError(f"--on-failure must be one of {', '.join(POLICIES)}"))
@@ -106,32 +109,9 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
     except HomelabError as exc:
         raise _fail(exc) from None
 
-    async def run() -> tuple[object, str | None]:
-        from tasks.remote import prewarm
-        from tasks.survey import ssh_targets
-
-        # Prefect takes over a second to import: open the SSH connections meanwhile.
-        warming = asyncio.create_task(prewarm(ssh_targets(desired)))
-        flows = await asyncio.to_thread(importlib.import_module, "flows.deploy")
-        await warming
-        state = await flows.deploy_homelab(inventory=str(inventory.absolute()), ref=ref, only=only or None,
-                                           prune=prune, on_failure=on_failure, return_state=True)
-        return await state.aresult(raise_on_failure=False), state.state_details.flow_run_id
-
-    value, flow_run_id = asyncio.run(run())
-    ui = api_url.removesuffix("/api") + f"/runs/flow-run/{flow_run_id}" if flow_run_id else None
-    if isinstance(value, DeployFailed):
-        report = value.report.to_json()
-    elif isinstance(value, dict):
-        report = value
-    else:
-        error = value if isinstance(value, BaseException) else RuntimeError(f"unexpected flow result: {value!r}")
-        if as_json:
-            _emit({"result": "failed", "flow_run_id": str(flow_run_id), "error": str(error), "stacks": []})
-        exc = _fail(error)
-        if ui:
-            print(f"Prefect UI: {ui}", file=sys.stderr)
-        raise exc
+    report, ui = _run_flow(desired, api_url, "flows.deploy", "deploy_homelab", as_json, dict(
+        inventory=str(inventory.absolute()), ref=ref, only=only or None, prune=prune, on_failure=on_failure,
+        lock_wait_s=lock_wait))
     if as_json:
         _emit(report)
     else:
@@ -139,6 +119,38 @@ def deploy(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only
         if ui:
             print(f"\nPrefect UI: {ui}")
     _exit_after_flush(0 if report["result"] == "success" else 1)
+
+
+def _run_flow(desired: DesiredState, api_url: str, module: str, name: str, as_json: bool,
+              params: dict) -> tuple[dict, str | None]:
+    """Run a flow in this process against the Prefect API; returns (report, UI link).
+    A flow that ended without a report (pre-flight, lock, ...) exits here with its error."""
+
+    async def run() -> tuple[object, str | None]:
+        from tasks.remote import prewarm
+        from tasks.survey import ssh_targets
+
+        # Prefect takes over a second to import: open the SSH connections meanwhile.
+        warming = asyncio.create_task(prewarm(ssh_targets(desired, all_hosts=True)))
+        flows = await asyncio.to_thread(importlib.import_module, module)
+        await warming
+        state = await getattr(flows, name)(**params, return_state=True)
+        return await state.aresult(raise_on_failure=False), state.state_details.flow_run_id
+
+    value, flow_run_id = asyncio.run(run())
+    ui = api_url.removesuffix("/api") + f"/runs/flow-run/{flow_run_id}" if flow_run_id else None
+    if isinstance(value, DeployFailed):
+        report = value.report
+        return (report if isinstance(report, dict) else report.to_json()), ui
+    if isinstance(value, dict):
+        return value, ui
+    error = value if isinstance(value, BaseException) else RuntimeError(f"unexpected flow result: {value!r}")
+    if as_json:
+        _emit({"result": "failed", "flow_run_id": str(flow_run_id), "error": str(error), "stacks": []})
+    exc = _fail(error)
+    if ui:
+        print(f"Prefect UI: {ui}", file=sys.stderr)
+    raise exc
 
 
 def _exit_after_flush(code: int) -> None:
@@ -190,6 +202,104 @@ def status(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False
     bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
               for f in result["hosts"].values())
     raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def rollback(inventory: Inventory = Path(DEFAULT_INVENTORY),
+             host: Annotated[list[str] | None, typer.Option("--host", help="only these hosts (repeatable)")] = None,
+             stack: Annotated[list[str] | None, typer.Option("--stack", help="only these stacks (repeatable)")] = None,
+             to: Annotated[str | None, typer.Option("--to", help="release id (default: previous healthy)")] = None,
+             lock_wait: LockWait = 90, as_json: Json = False) -> None:
+    """Return stacks to a recorded release, exactly (same compose file and image ids), health-gated."""
+    try:
+        desired = _load(inventory, None)
+        api_url = server.ensure_api()
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    report, ui = _run_flow(desired, api_url, "flows.rollback", "rollback_homelab", as_json, dict(
+        inventory=str(inventory.absolute()), hosts=host or None, stacks=stack or None, to_release=to,
+        lock_wait_s=lock_wait))
+    if as_json:
+        _emit(report)
+    else:
+        rows = [[r["host"], r["stack"], r["from"] or "-", r["to"] or "-", r["result"], r["detail"][:80]]
+                for r in report["stacks"]]
+        print(table(rows, ["HOST", "STACK", "FROM", "TO", "RESULT", "DETAIL"]))
+        if ui:
+            print(f"\nPrefect UI: {ui}")
+    _exit_after_flush(0 if report["result"] == "success" else 1)
+
+
+@app.command()
+def releases(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False) -> None:
+    """List the release records on every host (newest first; * marks the current one)."""
+    from tasks.history import list_releases, parse_releases_listing
+    from tasks.remote import HostPool
+    from tasks.survey import ssh_targets
+
+    async def run() -> dict:
+        desired = _load(inventory, None)
+        out: dict = {"hosts": {}}
+        async with HostPool(ssh_targets(desired, all_hosts=True)) as pool:
+            for host in desired.inventory.hosts:
+                listing = await pool[host].run(list_releases(desired.inventory.state_dir(host)))
+                current, records = parse_releases_listing(listing.stdout)
+                out["hosts"][host] = {stack: {"current": current.get(stack), "releases": [
+                    {"id": r.id, "status": r.status, "commit": r.commit, "created_at": r.created_at,
+                     "flow_run_id": r.flow_run_id} for r in records.get(stack, [])]} for stack in sorted(current)}
+        return out
+
+    try:
+        result = asyncio.run(run())
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _emit(result)
+        return
+    rows = [[host, stack, ("* " if r["id"] == info["current"] else "  ") + r["id"], r["status"],
+             (r["commit"] or "-")[:12], r["created_at"]]
+            for host, stacks in result["hosts"].items() for stack, info in stacks.items() for r in info["releases"]]
+    print(table(rows, ["HOST", "STACK", "RELEASE", "STATUS", "COMMIT", "CREATED"]))
+
+
+@app.command()
+def unlock(inventory: Inventory = Path(DEFAULT_INVENTORY),
+           host: Annotated[list[str], typer.Option("--host", help="host whose deploy lock to break")] = ...) -> None:
+    """Force-break a host's deploy lock (recorded in the audit log). Use only if its owner is gone."""
+    from tasks import audit
+    from tasks.locks import break_lock, parse_owner
+    from tasks.remote import HostPool
+    from tasks.survey import ssh_targets
+
+    async def run() -> None:
+        desired = _load(inventory, None)
+        unknown = [h for h in host if h not in desired.inventory.hosts]
+        if unknown:
+            raise UsageError(f"unknown host(s): {', '.join(unknown)}")
+        async with HostPool(t for t in ssh_targets(desired, all_hosts=True) if t.name in host) as pool:
+            for name in host:
+                state_dir = desired.inventory.state_dir(name)
+                owner = parse_owner((await pool[name].run(["cat", f"{state_dir}/lock/owner.json"], check=False)).stdout)
+                await pool[name].run(break_lock(state_dir))
+                audit.append("lock.forced", host=name, owner=owner)
+                print(f"{name}: lock removed" + (f" (was {owner.get('flow_run_id')})" if owner else " (was free)"))
+
+    try:
+        asyncio.run(run())
+    except HomelabError as exc:
+        raise _fail(exc) from None
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exit 1 if any record was changed or removed."""
+    from tasks import audit
+
+    problems = audit.verify()
+    for problem in problems:
+        print(problem)
+    print(f"{audit.audit_path()}: {'TAMPERED' if problems else 'ok'}")
+    raise typer.Exit(1 if problems else 0)
 
 
 @server_app.command("up")

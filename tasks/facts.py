@@ -14,7 +14,7 @@ from tasks.releases import ReleaseRecord
 MARK = "@@homelab:"
 
 SURVEY = r"""
-state=$1; gpu=$2
+state=$1; gpu=$2; owner=${3:-}
 section() { printf '\n%s%s\n' '@@homelab:' "$1"; }
 section engine
 # `docker ps` answering is the engine check (`docker version` costs 0.4 s on podman)
@@ -35,6 +35,10 @@ for mark in "$state"/releases/*/pending; do
   dir=${mark%/pending}; printf '@@pending %s\n' "${dir##*/}"; cat "$mark"; echo
 done
 section lock
+# with an owner (a deploy), take the host's deploy lock if it is free, in this same round trip
+if [ -n "$owner" ] && mkdir "$state/lock" 2>/dev/null; then
+  printf '%s\n' "$owner" > "$state/lock/owner.json"; echo "@@acquired"
+fi
 cat "$state/lock/owner.json" 2>/dev/null
 section containers
 # a container may vanish between ps and inspect: inspect then prints the rest and exits 1
@@ -49,8 +53,10 @@ section end
 """
 
 
-def survey(state_dir: str, gpu: bool) -> list[str]:
-    return ["sh", "-c", SURVEY, "homelab-survey", state_dir, "1" if gpu else "0"]
+def survey(state_dir: str, gpu: bool, lock_owner: str | None = None) -> list[str]:
+    """Read the host's facts; with ``lock_owner`` (JSON) also take its deploy lock if free."""
+    argv = ["sh", "-c", SURVEY, "homelab-survey", state_dir, "1" if gpu else "0"]
+    return [*argv, lock_owner] if lock_owner else argv
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class HostSurvey:
     complete: bool = True  # False when the output was cut off
     pending: dict[str, dict] = field(default_factory=dict)  # stack -> marker of a deploy that never finished
     lock: dict | None = None  # owner of the host's deploy lock, if held
+    lock_acquired: bool = False  # this survey took the lock
 
     def project(self, stack: str) -> tuple[Container, ...]:
         return tuple(c for c in self.containers if c.project == stack)
@@ -133,7 +140,8 @@ def parse_survey(text: str) -> HostSurvey:
         gpu_error=gpu_error,
         complete="end" in sections,
         pending=parse_pending(sections.get("pending", "")),
-        lock=_json_object(sections.get("lock", "")),
+        lock=_json_object(sections.get("lock", "").replace("@@acquired", "")),
+        lock_acquired="@@acquired" in sections.get("lock", ""),
     )
 
 

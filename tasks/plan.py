@@ -70,6 +70,11 @@ def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bo
 def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_hash: str,
             facts: HostSurvey) -> Change:
     record = facts.releases.get(stack)
+    marker = facts.pending.get(stack)
+    if marker is not None:
+        return Change(phase, host, stack, "update" if record else "create",
+                      f"interrupted: release {marker.get('release')} by flow run {marker.get('flow_run_id')} "
+                      f"(started {marker.get('started_at')}) never finished", record.id if record else None)
     if record is None:
         why = facts.broken_releases.get(stack, "never deployed to this host")
         return Change(phase, host, stack, "create", why)

@@ -47,6 +47,7 @@ class DeployReport:
     stacks: list[StackResult] = field(default_factory=list)
     remote_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     wall_s: float = 0.0
+    interrupted: list[dict] = field(default_factory=list)  # half-done deploys of a killed run, found at start
 
     @property
     def ok(self) -> bool:
@@ -74,6 +75,7 @@ class DeployReport:
                 for s in self.failures
             ],
             "remote_seconds": self.remote_seconds,
+            "interrupted": self.interrupted,
         }
 
     def summary(self) -> str:

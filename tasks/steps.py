@@ -31,8 +31,9 @@ REMOTE = {"cache_policy": NONE, "persist_result": False, "retries": 2, "retry_de
 
 
 @task(name="survey-host", task_run_name="survey {host}", **REMOTE)
-async def survey_host(pool: HostPool, host: str, state_dir: str, gpu: bool) -> HostSurvey:
-    return await read_survey(pool, host, state_dir, gpu)
+async def survey_host(pool: HostPool, host: str, state_dir: str, gpu: bool,
+                      lock_owner: str | None = None) -> HostSurvey:
+    return await read_survey(pool, host, state_dir, gpu, lock_owner)
 
 
 @task(name="stage-release", task_run_name="stage {stack}@{host}", **REMOTE)

@@ -11,22 +11,25 @@ from tasks.facts import HostSurvey, parse_survey, survey
 from tasks.preflight import preflight_problems
 from tasks.remote import HostPool, SshTarget, current_phase
 
-SurveyFn = Callable[[HostPool, str, str, bool], Awaitable[HostSurvey]]
+SurveyFn = Callable[[HostPool, str, str, bool, str | None], Awaitable[HostSurvey]]
 
 
-async def read_survey(pool: HostPool, host: str, state_dir: str, gpu: bool) -> HostSurvey:
-    result = await pool[host].run(survey(state_dir, gpu), check=False, timeout=60)
+async def read_survey(pool: HostPool, host: str, state_dir: str, gpu: bool,
+                      lock_owner: str | None = None) -> HostSurvey:
+    result = await pool[host].run(survey(state_dir, gpu, lock_owner), check=False, timeout=60)
     return parse_survey(result.stdout)
 
 
 async def survey_hosts(pool: HostPool, desired: DesiredState, read: SurveyFn = read_survey,
+                       lock_owner: str | None = None, hosts: list[str] | None = None,
                        ) -> tuple[dict[str, HostSurvey], dict[str, list[str]]]:
-    """Facts for every targeted host, plus pre-flight problems by host (empty if all pass)."""
+    """Facts for every targeted host, plus pre-flight problems by host (empty if all pass).
+    With ``lock_owner``, each free host's deploy lock is taken in the same round trip."""
     inv = desired.inventory
-    hosts = desired.targeted_hosts()
+    hosts = hosts or desired.targeted_hosts()
     current_phase.set("preflight")
-    outcomes = await asyncio.gather(*(read(pool, h, inv.state_dir(h), inv.hosts[h].gpu) for h in hosts),
-                                    return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(read(pool, h, inv.state_dir(h), inv.hosts[h].gpu, lock_owner) for h in hosts), return_exceptions=True)
     surveys: dict[str, HostSurvey] = {}
     problems: dict[str, list[str]] = {}
     for host, outcome in zip(hosts, outcomes, strict=True):
@@ -42,7 +45,7 @@ async def survey_hosts(pool: HostPool, desired: DesiredState, read: SurveyFn = r
     return surveys, problems
 
 
-def ssh_targets(desired: DesiredState) -> list[SshTarget]:
+def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarget]:
     inv = desired.inventory
 
     def local(path: str) -> Path:
@@ -51,4 +54,4 @@ def ssh_targets(desired: DesiredState) -> list[SshTarget]:
 
     return [SshTarget(name, host.address, host.port, host.user, local(inv.ssh.known_hosts),
                       local(inv.ssh.identity), inv.ssh.connect_timeout_s, inv.ssh.command_timeout_s)
-            for name, host in inv.hosts.items() if name in desired.targeted_hosts()]
+            for name, host in inv.hosts.items() if all_hosts or name in desired.targeted_hosts()]

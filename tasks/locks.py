@@ -1,0 +1,221 @@
+"""Per-host deploy locks (Kamal's mkdir lock, with an owner) plus Prefect concurrency.
+
+The host lock is an atomic ``mkdir <state_dir>/lock`` holding ``owner.json``: flow run id,
+user, orchestrator host and pid, start time, commit. The survey takes it in the same round
+trip when it is free; otherwise hosts are locked one by one in name order (no deadlock
+between two runs), waiting up to ``lock_wait_s``. A lock whose owner is gone (its process
+died on this machine, or its flow run is finished, crashed, cancelled or unknown to Prefect)
+is stale: it is broken, with an audit record. On top, a Prefect global concurrency limit
+per host (``homelab-host-<name>``) keeps two runs off one host through Prefect itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+
+from deployments.desired import DesiredState
+from tasks import audit
+from tasks.errors import HomelabError, PreflightFailed
+from tasks.facts import HostSurvey
+from tasks.releases import utc_now
+from tasks.remote import HostPool
+from tasks.survey import SurveyFn, survey_hosts
+
+LOCK = "lock"
+TAKE_LOCK = (
+    'mkdir -p "$1" && if mkdir "$1/lock" 2>/dev/null; then printf "%s\\n" "$2" > "$1/lock/owner.json"; '
+    'echo @@acquired; else cat "$1/lock/owner.json" 2>/dev/null; fi'
+)
+RELEASE_LOCK = 'grep -qF "\\"flow_run_id\\": \\"$2\\"" "$1/lock/owner.json" 2>/dev/null && rm -rf -- "$1/lock"; true'
+
+
+class LockHeld(HomelabError):
+    exit_code = 5
+
+    def __init__(self, host: str, owner: dict | None, waited_s: float):
+        self.host, self.owner = host, owner
+        who = describe_owner(owner)
+        super().__init__(f"{host}: deploy lock held by {who}; waited {waited_s:.0f}s. If that run is really gone, "
+                         f"run `homelab unlock --host {host}`")
+
+
+def describe_owner(owner: dict | None) -> str:
+    if not owner:
+        return "an unknown owner (no owner.json)"
+    return (f"flow run {owner.get('flow_run_id')} (user {owner.get('user')} on {owner.get('host')}, "
+            f"pid {owner.get('pid')}, since {owner.get('started_at')}, commit {owner.get('commit')})")
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    flow_run_id: str
+    user: str
+    host: str
+    pid: int
+    started_at: str
+    commit: str | None
+
+    @classmethod
+    def for_run(cls, flow_run_id: str, commit: str | None) -> LockOwner:
+        return cls(flow_run_id, getpass.getuser(), socket.gethostname(), os.getpid(), utc_now(), commit)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def take_lock(state_dir: str, owner_json: str) -> list[str]:
+    """Prints ``@@acquired`` if the lock was free, else the current owner's JSON."""
+    return ["sh", "-c", TAKE_LOCK, "take-lock", state_dir, owner_json]
+
+
+def release_lock(state_dir: str, flow_run_id: str) -> list[str]:
+    """Remove the lock only if this flow run owns it."""
+    return ["sh", "-c", RELEASE_LOCK, "release-lock", state_dir, flow_run_id]
+
+
+def break_lock(state_dir: str) -> list[str]:
+    return ["rm", "-rf", "--", f"{state_dir}/{LOCK}"]
+
+
+def parse_owner(text: str) -> dict | None:
+    try:
+        value = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def stale_reason(owner: dict | None) -> str | None:
+    """Why the lock's owner is gone, or None if it may still be running."""
+    if not owner:
+        return None
+    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
+        try:
+            os.kill(owner["pid"], 0)
+        except ProcessLookupError:
+            return f"its orchestrator process {owner['pid']} on {owner['host']} is gone"
+        except PermissionError:
+            pass
+    return await _flow_run_gone(owner.get("flow_run_id"))
+
+
+async def _flow_run_gone(flow_run_id: str | None) -> str | None:
+    if not flow_run_id:
+        return None
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return f"flow run {flow_run_id} does not exist in Prefect"
+    except Exception:
+        return None
+    if run.state and run.state.is_final():
+        return f"flow run {flow_run_id} is {run.state.type.value.lower()}"
+    return None
+
+
+async def acquire_in_order(pool: HostPool, desired: DesiredState, hosts: list[str], owner: LockOwner,
+                           wait_s: float) -> list[str]:
+    """Lock ``hosts`` one by one in name order; on failure release what was taken."""
+    taken: list[str] = []
+    try:
+        for host in sorted(hosts):
+            await _acquire(pool, desired.inventory.state_dir(host), host, owner, wait_s)
+            taken.append(host)
+    except BaseException:
+        await release_all(pool, desired, taken, owner.flow_run_id)
+        raise
+    return taken
+
+
+async def _acquire(pool: HostPool, state_dir: str, host: str, owner: LockOwner, wait_s: float) -> None:
+    started = time.monotonic()
+    while True:
+        out = (await pool[host].run(take_lock(state_dir, owner.to_json()))).stdout
+        if "@@acquired" in out:
+            return
+        holder = parse_owner(out)
+        reason = await stale_reason(holder)
+        if reason:
+            audit.append("lock.broken", host=host, owner=holder, reason=reason, by=owner.flow_run_id)
+            await pool[host].run(break_lock(state_dir))
+            continue
+        if time.monotonic() - started >= wait_s:
+            raise LockHeld(host, holder, time.monotonic() - started)
+        await asyncio.sleep(1)
+
+
+async def release_all(pool: HostPool, desired: DesiredState, hosts: list[str], flow_run_id: str) -> None:
+    async def one(host: str) -> None:
+        with contextlib.suppress(HomelabError):
+            await pool[host].run(release_lock(desired.inventory.state_dir(host), flow_run_id))
+
+    await asyncio.gather(*(one(h) for h in hosts))
+
+
+def slot_names(hosts: list[str]) -> list[str]:
+    return [f"homelab-host-{h}" for h in sorted(hosts)]
+
+
+@contextlib.asynccontextmanager
+async def prefect_host_slots(hosts: list[str], wait_s: float) -> AsyncIterator[None]:
+    """Hold one slot of each host's Prefect global concurrency limit (created if missing)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.asyncio import concurrency
+
+    names = slot_names(hosts)
+    async with get_client() as client:
+        existing = {limit.name for limit in await client.read_global_concurrency_limits(limit=200)}
+        for name in names:
+            if name not in existing:
+                with contextlib.suppress(Exception):  # another run may create it at the same time
+                    await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            # a killed run's slots come back when its lease (60 s, the server's minimum) runs out
+            await stack.enter_async_context(
+                concurrency(names, occupy=1, timeout_seconds=wait_s, lease_duration=60, strict=True))
+        except TimeoutError:
+            raise LockHeld(", ".join(hosts), {"flow_run_id": "another Prefect flow run (global concurrency "
+                                              f"limits {', '.join(names)})"}, wait_s) from None
+        yield
+
+
+@contextlib.asynccontextmanager
+async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wait_s: float,
+                     read: SurveyFn, hosts: list[str] | None = None) -> AsyncIterator[dict[str, HostSurvey]]:
+    """Survey every targeted host (taking free locks in the same round trip), judge pre-flight,
+    lock the rest in order, and hold the Prefect host slots. Yields the facts, read under the lock."""
+    hosts = hosts or desired.targeted_hosts()
+    surveys, problems = await survey_hosts(pool, desired, read, lock_owner=owner.to_json(), hosts=hosts)
+    locked = [h for h, s in surveys.items() if s.lock_acquired]
+    try:
+        if problems:
+            raise PreflightFailed(problems)
+        if len(locked) < len(hosts):
+            await release_all(pool, desired, locked, owner.flow_run_id)
+            locked = []
+            locked = await acquire_in_order(pool, desired, hosts, owner, wait_s)
+            surveys, problems = await survey_hosts(pool, desired, read, hosts=hosts)  # facts may have changed
+            if problems:
+                raise PreflightFailed(problems)
+        async with prefect_host_slots(hosts, wait_s):
+            audit.append("deploy.locked", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
+            try:
+                yield surveys
+            finally:
+                audit.append("deploy.unlocking", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
+    finally:
+        await release_all(pool, desired, locked, owner.flow_run_id)

@@ -1,0 +1,152 @@
+"""Deploy locks, concurrent deploys, manual rollback and crash recovery, on the lab."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from lab import manager
+from tasks import audit
+from tasks.locks import LockHeld
+from tests.integration.deploying import current_release, deploy, on_host, results, stack_health
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def place_lock(host: str, owner: dict) -> None:
+    manager.exec_on(host, ["mkdir", "-p", "/root/.homelab/lock"])
+    done = manager.exec_on(host, ["sh", "-c", 'cat > /root/.homelab/lock/owner.json'],
+                           input=json.dumps(owner).encode())
+    assert done.returncode == 0
+
+
+def lock_owner(host: str) -> dict | None:
+    done = manager.exec_on(host, ["cat", "/root/.homelab/lock/owner.json"])
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def audit_events(event: str) -> list[dict]:
+    path = audit.audit_path()
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+async def running_flow_run() -> str:
+    """A flow run that Prefect says is RUNNING: a live lock owner on another machine."""
+    from prefect import flow, get_client
+    from prefect.states import Running
+
+    @flow(name="someone-elses-deploy")
+    def someone_elses_deploy() -> None: ...
+
+    async with get_client() as client:
+        run = await client.create_flow_run(someone_elses_deploy, name="holder", state=Running())
+    return str(run.id)
+
+
+async def test_a_held_lock_makes_the_deploy_wait_then_fail_naming_the_owner(clean_lab: Path) -> None:
+    holder = await running_flow_run()
+    place_lock("thinkpad", {"flow_run_id": holder, "user": "alice", "host": "other-orchestrator", "pid": 4242,
+                            "started_at": "2026-11-26T23:00:00+00:00", "commit": "abc"})
+    started = time.monotonic()
+    state, error = await deploy(clean_lab, ref="v1", lock_wait_s=3)
+    assert state.is_failed()
+    assert isinstance(error, LockHeld)
+    assert time.monotonic() - started >= 3
+    assert f"flow run {holder}" in str(error) and "alice" in str(error)
+    assert "homelab unlock --host thinkpad" in str(error)
+    # nothing was deployed anywhere, and only the foreign lock is left
+    assert all(current_release(h, "jjeco-light") is None for h in ("vps", "thinkpad"))
+    assert lock_owner("thinkpad")["flow_run_id"] == holder
+    assert lock_owner("vps") is None and lock_owner("rtx1080") is None
+
+
+async def test_a_stale_lock_is_broken_with_an_audit_record(clean_lab: Path) -> None:
+    gone = str(uuid.uuid4())  # a flow run Prefect never heard of
+    place_lock("vps", {"flow_run_id": gone, "user": "bob", "host": "elsewhere", "pid": 1,
+                       "started_at": "2026-11-26T22:00:00+00:00", "commit": None})
+    state, report = await deploy(clean_lab, ref="v1", lock_wait_s=5)
+    assert state.is_completed(), report
+    broken = [r for r in audit_events("lock.broken") if r["owner"]["flow_run_id"] == gone]
+    assert broken and "does not exist in Prefect" in broken[0]["reason"]
+    assert lock_owner("vps") is None  # released at the end
+    assert audit.verify() == []
+
+
+async def test_two_concurrent_deploys_never_overlap_on_a_host(clean_lab: Path) -> None:
+    (_, first), (_, second) = await asyncio.gather(deploy(clean_lab, ref="v1", lock_wait_s=120),
+                                                   deploy(clean_lab, ref="v1.1", lock_wait_s=120))
+    assert first["result"] == second["result"] == "success"
+    windows = {}
+    for run_id in (first["flow_run_id"], second["flow_run_id"]):
+        locked = [r for r in audit_events("deploy.locked") if r["flow_run_id"] == run_id]
+        unlocking = [r for r in audit_events("deploy.unlocking") if r["flow_run_id"] == run_id]
+        assert len(locked) == len(unlocking) == 1
+        windows[run_id] = (locked[0]["time"], unlocking[0]["time"])
+    (a_start, a_end), (b_start, b_end) = sorted(windows.values())
+    assert a_end <= b_start, f"the two runs held the hosts at the same time: {windows}"
+    # whichever ran last decided the final state, and every stack is healthy on it
+    assert stack_health("vps", "newsletter") == {"web": "healthy"}
+
+
+async def test_manual_rollback_returns_to_the_previous_release_exactly(clean_lab: Path) -> None:
+    from flows.rollback import rollback_homelab
+
+    _, v1 = await deploy(clean_lab, ref="v1")
+    v1_release = current_release("vps", "newsletter")
+    _, v11 = await deploy(clean_lab, ref="v1.1")
+    assert results(v11)[("vps", "newsletter")] == "healthy"
+    assert current_release("vps", "newsletter") != v1_release
+
+    state = await rollback_homelab(inventory=str(clean_lab), stacks=["newsletter"], return_state=True)
+    report = await state.aresult(raise_on_failure=False)
+    assert report["result"] == "success", report
+    assert report["stacks"] == [{"host": "vps", "stack": "newsletter", "from": report["stacks"][0]["from"],
+                                 "to": v1_release, "result": "restored",
+                                 "detail": f"restored release {v1_release} (healthy)"}]
+    assert current_release("vps", "newsletter") == v1_release
+    image = on_host("vps", ["sh", "-c", "docker inspect --format '{{.Config.Image}}' "
+                                        "$(docker ps -q --filter label=com.docker.compose.project=newsletter)"])
+    assert image.strip() == "localhost/lab-web:1"
+    assert stack_health("vps", "newsletter") == {"web": "healthy"}
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env=os.environ,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kill_9_mid_deploy_is_recovered_by_the_next_run(clean_lab: Path, seed: int) -> None:
+    inv = str(clean_lab)
+    first = _cli("deploy", "-i", inv, "--ref", "v1", "--json")
+    time.sleep(random.Random(seed).uniform(3.0, 9.0))  # somewhere inside the five phases
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+
+    second = _cli("deploy", "-i", inv, "--ref", "v1", "--json", "--lock-wait", "90")
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    report = json.loads(out)
+    assert report["result"] == "success"
+    for item in report["interrupted"]:  # each half-done stack was found and redeployed
+        assert (item["host"], item["stack"]) in results(report)
+        assert results(report)[(item["host"], item["stack"])] == "healthy"
+    for host, stack in results(report):
+        assert stack_health(host, stack), f"{stack} on {host} has no containers"
+        assert set(stack_health(host, stack).values()) <= {"healthy", "none"}
+        assert current_release(host, stack) is not None
+    assert all(lock_owner(h) is None for h in ("vps", "thinkpad", "rtx1080"))
+    assert not [1 for h in ("vps", "thinkpad", "rtx1080")
+                if manager.exec_on(h, ["sh", "-c", "ls /root/.homelab/releases/*/pending"]).returncode == 0]
