@@ -94,7 +94,7 @@ async def test_two_concurrent_deploys_never_overlap_on_a_host(clean_lab: Path) -
         unlocking = [r for r in audit_events("deploy.unlocking") if r["flow_run_id"] == run_id]
         assert len(locked) == len(unlocking) == 1
         windows[run_id] = (locked[0]["time"], unlocking[0]["time"])
-    (a_start, a_end), (b_start, b_end) = sorted(windows.values())
+    (_, a_end), (b_start, _) = sorted(windows.values())
     assert a_end <= b_start, f"the two runs held the hosts at the same time: {windows}"
     # whichever ran last decided the final state, and every stack is healthy on it
     assert stack_health("vps", "newsletter") == {"web": "healthy"}
@@ -104,6 +104,7 @@ async def test_manual_rollback_returns_to_the_previous_release_exactly(clean_lab
     from flows.rollback import rollback_homelab
 
     _, v1 = await deploy(clean_lab, ref="v1")
+    assert v1["result"] == "success"
     v1_release = current_release("vps", "newsletter")
     _, v11 = await deploy(clean_lab, ref="v1.1")
     assert results(v11)[("vps", "newsletter")] == "healthy"
