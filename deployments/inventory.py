@@ -39,6 +39,23 @@ class Defaults(_Strict):
     state_dir: str = Field(".homelab", description="relative paths are under the deploy user's home")
 
 
+class ProxmoxVm(_Strict):
+    """The Proxmox guest a host runs in, for snapshots around risky phases."""
+
+    node: str
+    vmid: int = Field(ge=100)
+    kind: Literal["qemu", "lxc"] = "qemu"
+
+
+class ProxmoxSection(_Strict):
+    """Credentials come from this Prefect block, or from PROXMOX_URL / PROXMOX_TOKEN_ID /
+    PROXMOX_TOKEN_SECRET / PROXMOX_CA_FILE; never from the inventory itself."""
+
+    block: str | None = Field(None, description="name of a 'Homelab Proxmox Access' block")
+    keep_snapshots: int = Field(3, ge=1, le=50, description="snapshots made by the orchestrator kept per VM")
+    start_after_rollback: bool = True
+
+
 class Host(_Strict):
     address: str
     user: str = "root"
@@ -48,6 +65,7 @@ class Host(_Strict):
     gpu: bool = False
     min_free_disk_mb: int | None = Field(None, ge=0)
     state_dir: str | None = None
+    proxmox: ProxmoxVm | None = None
 
 
 class HealthCheck(_Strict):
@@ -130,6 +148,7 @@ class Inventory(_Strict):
     name: str = "homelab"
     ssh: SshSettings = SshSettings()
     defaults: Defaults = Defaults()
+    proxmox: ProxmoxSection | None = None
     hosts: dict[str, Host]
     phases: dict[str, Phase]
 

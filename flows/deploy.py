@@ -39,7 +39,8 @@ async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str |
         run = Rollout(pool, desired, surveys, flow_run.get_id(), prune=prune, on_failure=on_failure)
         results = await apply_plan(run, plan)
         report = DeployReport(desired.source, desired.commit, flow_run.get_id(), results,
-                              pool.remote_seconds(), time.monotonic() - started, interrupted)
+                              pool.remote_seconds(), time.monotonic() - started, interrupted,
+                              run.snapshot_log.entries)
     await acreate_markdown_artifact(key="deploy-report", markdown=report.markdown(),
                                     description=report.summary())
     audit.append("deploy.finished", flow_run_id=str(flow_run.get_id()), source=desired.source, commit=desired.commit,

@@ -48,6 +48,7 @@ class DeployReport:
     remote_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     wall_s: float = 0.0
     interrupted: list[dict] = field(default_factory=list)  # half-done deploys of a killed run, found at start
+    snapshots: list[dict] = field(default_factory=list)  # Proxmox snapshots taken / reverted / failed
 
     @property
     def ok(self) -> bool:
@@ -76,6 +77,7 @@ class DeployReport:
             ],
             "remote_seconds": self.remote_seconds,
             "interrupted": self.interrupted,
+            "snapshots": self.snapshots,
         }
 
     def summary(self) -> str:

@@ -33,8 +33,10 @@ from tasks.plan import ORPHANS, Change, Plan
 from tasks.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.remote import HostPool, current_phase
 from tasks.report import StackResult
+from tasks.snapshots import ProxmoxSnapshots, VmRef, snapshot_name
 from tasks.steps import health_gate, record_release, stage, start
 from tasks.undo import RollbackJournal, StackUndo
+from tasks.vmsnap import SnapshotLog, SnapshotRevert, proxmox_settings, snapshot_vm
 
 POLICIES = get_args(FailurePolicy)
 
@@ -48,6 +50,18 @@ class Rollout:
     prune: bool = False
     on_failure: str | None = None  # overrides every phase's policy
     journal: RollbackJournal = field(default_factory=RollbackJournal)
+    snapshot_log: SnapshotLog = field(default_factory=SnapshotLog)
+    _proxmox: ProxmoxSnapshots | None = None
+
+    def proxmox(self) -> ProxmoxSnapshots:
+        if self._proxmox is None:
+            settings = proxmox_settings(self.desired.inventory)
+            if settings is None:
+                raise HomelabError("this phase takes Proxmox snapshots, but no credentials are configured: set "
+                                   "`proxmox.block` in the inventory or PROXMOX_URL, PROXMOX_TOKEN_ID and "
+                                   "PROXMOX_TOKEN_SECRET (and PROXMOX_CA_FILE)")
+            self._proxmox = ProxmoxSnapshots(settings)
+        return self._proxmox
 
     def policy(self, phase: str) -> str:
         if self.on_failure:
@@ -60,7 +74,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
     results: list[StackResult] = []
     failed_phases: list[str] = []
     stop_reason: str | None = None
-    kept: list[list[Held]] = []  # per phase, the still-open transactions of healthy stacks
+    kept: list[PhaseHeld] = []  # per phase, the still-open transactions: snapshots and healthy stacks
     try:
         for phase in plan.phases:
             changes = plan.phase(phase)
@@ -69,9 +83,15 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
                 results += [_not_run(c, blocked) for c in changes]
                 continue
             current_phase.set(phase)
-            phase_results, held = await _run_phase(run, changes)
+            snaps, snapshot_error = await _take_snapshots(run, phase, changes)
+            if snapshot_error:
+                phase_results, held = [_not_run(c, snapshot_error) for c in changes], []
+                for r in phase_results:
+                    r.result, r.error = ("failed", snapshot_error) if r.action != "unchanged" else ("unchanged", None)
+            else:
+                phase_results, held = await _run_phase(run, changes)
             results += phase_results
-            kept.append([h for h in held if not h.unwound])
+            kept.append(PhaseHeld([h for h in held if not h.unwound], snaps))
             if any(r.result == "failed" for r in phase_results):
                 failed_phases.append(phase)
                 policy = run.policy(phase)
@@ -83,14 +103,53 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
                     stop_reason = f"phase {phase} failed (policy {policy})"
     finally:
         # Whatever the policy did not undo is kept.
-        await asyncio.gather(*(h.commit() for phase_held in kept for h in phase_held))
+        await asyncio.gather(*(h.commit() for phase_held in kept for h in [*phase_held.stacks, *phase_held.snapshots]))
     return _with_rollbacks(results, run.journal)
 
 
-async def _unwind(phases: list[list[Held]]) -> None:
-    """Undo in reverse: the latest phase first; within a phase, hosts in parallel."""
+@dataclass
+class PhaseHeld:
+    stacks: list[Held]
+    snapshots: list[Held]
+
+
+async def _unwind(phases: list[PhaseHeld]) -> None:
+    """Undo in reverse: the latest phase first; within a phase, hosts in parallel, the stacks
+    first and then the VM snapshots taken before it."""
     for phase_held in reversed(phases):
-        await asyncio.gather(*(h.rollback() for h in phase_held))
+        await asyncio.gather(*(h.rollback() for h in phase_held.stacks))
+        await asyncio.gather(*(h.rollback() for h in phase_held.snapshots))
+
+
+async def _take_snapshots(run: Rollout, phase: str, changes: list[Change]) -> tuple[list[Held], str | None]:
+    """Snapshot the Proxmox VM of every host this phase will change. Returns the open
+    transactions, and an error if any snapshot could not be taken (the phase must not start)."""
+    spec = run.desired.inventory.phases.get(phase)
+    inv = run.desired.inventory
+    hosts = sorted({c.host for c in changes if c.action != "unchanged" and inv.hosts[c.host].proxmox})
+    if not spec or not spec.snapshot or not hosts:
+        return [], None
+    try:
+        client = run.proxmox()
+    except HomelabError as exc:
+        return [], str(exc)
+    name = snapshot_name(run.flow_run_id or "manual", phase)
+    section = inv.proxmox
+    keep = section.keep_snapshots if section else 3
+    start = section.start_after_rollback if section else True
+    held = []
+    for host in hosts:
+        vm = inv.hosts[host].proxmox
+        revert = SnapshotRevert(client, run.snapshot_log, phase, host, VmRef(vm.node, vm.vmid, vm.kind), name, start)
+        held.append(Held(lambda revert=revert: snapshot_vm(revert, spec.vmstate, keep)))
+    outcomes = await asyncio.gather(*(h.result() for h in held), return_exceptions=True)
+    errors = [f"snapshot of {host} failed: {o}" for host, o in zip(hosts, outcomes, strict=True)
+              if isinstance(o, BaseException)]
+    taken = [h for h, o in zip(held, outcomes, strict=True) if not isinstance(o, BaseException)]
+    for h in held:
+        if h not in taken:
+            await asyncio.gather(h.task, return_exceptions=True)  # collect the failed task
+    return taken, "; ".join(errors) or None
 
 
 def _blocked_by(desired: DesiredState, phase: str, failed: list[str]) -> str | None:
