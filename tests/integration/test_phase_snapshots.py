@@ -77,6 +77,7 @@ async def test_default_policy_keeps_the_snapshot_and_does_not_revert(pve, repo: 
 
 async def test_a_failed_snapshot_keeps_the_phase_from_starting(pve, repo: Path) -> None:
     _, first = await deploy(checkout(repo, "v1"))
+    assert first["result"] == "success"
     media_before = project_container_ids("rtx1080", "media")
     release_before = current_release("rtx1080", "media")
     pve.fail("POST", "/qemu/100/snapshot", 500, "storage 'local-lvm' is offline", times=5)
