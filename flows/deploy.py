@@ -13,7 +13,7 @@ from deployments.inventory import FailurePolicy
 from tasks import audit
 from tasks.errors import DeployFailed
 from tasks.facts import HostSurvey
-from tasks.locks import LockOwner, hold_hosts
+from tasks.locks import LockOwner, hold_hosts, prefect_host_slots
 from tasks.plan import Plan, make_plan
 from tasks.remote import HostPool
 from tasks.report import DeployReport
@@ -37,7 +37,9 @@ async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str |
         if plan.pending:
             await publish_plan(plan)
         run = Rollout(pool, desired, surveys, flow_run.get_id(), prune=prune, on_failure=on_failure)
-        results = await apply_plan(run, plan)
+        # Prefect's per-host slots, for the hosts this run will change (a no-op changes none)
+        async with prefect_host_slots(sorted({c.host for c in plan.pending}), lock_wait_s):
+            results = await apply_plan(run, plan)
         report = DeployReport(desired.source, desired.commit, flow_run.get_id(), results,
                               pool.remote_seconds(), time.monotonic() - started, interrupted,
                               run.snapshot_log.entries)

@@ -12,7 +12,7 @@ from deployments.desired import load_desired_state
 from tasks import audit
 from tasks.errors import DeployFailed, UsageError
 from tasks.history import list_releases, parse_releases_listing, rollback_target
-from tasks.locks import LockOwner, hold_hosts
+from tasks.locks import LockOwner, hold_hosts, prefect_host_slots
 from tasks.remote import HostPool
 from tasks.steps import REMOTE, survey_host
 from tasks.survey import ssh_targets
@@ -65,7 +65,8 @@ async def rollback_homelab(inventory: str = "deployments/homelab.yaml", hosts: l
                     row |= {"result": "restored" if ok else "failed", "detail": journal.entries[(host, stack)]}
                 rows.append(row)
 
-        await asyncio.gather(*(one_host(h) for h in targets))
+        async with prefect_host_slots(targets, lock_wait_s):
+            await asyncio.gather(*(one_host(h) for h in targets))
     report = {"result": "success" if all(r["result"] != "failed" for r in rows) else "failed",
               "flow_run_id": str(flow_run.get_id()), "stacks": sorted(rows, key=lambda r: (r["host"], r["stack"]))}
     audit.append("rollback.finished", flow_run_id=report["flow_run_id"], result=report["result"],

@@ -176,6 +176,9 @@ async def prefect_host_slots(hosts: list[str], wait_s: float) -> AsyncIterator[N
     from prefect.concurrency.asyncio import concurrency
 
     names = slot_names(hosts)
+    if not hosts:
+        yield
+        return
     async with get_client() as client:
         existing = {limit.name for limit in await client.read_global_concurrency_limits(limit=200)}
         for name in names:
@@ -197,7 +200,7 @@ async def prefect_host_slots(hosts: list[str], wait_s: float) -> AsyncIterator[N
 async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wait_s: float,
                      read: SurveyFn, hosts: list[str] | None = None) -> AsyncIterator[dict[str, HostSurvey]]:
     """Survey every targeted host (taking free locks in the same round trip), judge pre-flight,
-    lock the rest in order, and hold the Prefect host slots. Yields the facts, read under the lock."""
+    and lock the rest in order. Yields the facts, read under the lock."""
     hosts = hosts or desired.targeted_hosts()
     surveys, problems = await survey_hosts(pool, desired, read, lock_owner=owner.to_json(), hosts=hosts)
     locked = [h for h, s in surveys.items() if s.lock_acquired]
@@ -211,11 +214,10 @@ async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wa
             surveys, problems = await survey_hosts(pool, desired, read, hosts=hosts)  # facts may have changed
             if problems:
                 raise PreflightFailed(problems)
-        async with prefect_host_slots(hosts, wait_s):
-            audit.append("deploy.locked", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
-            try:
-                yield surveys
-            finally:
-                audit.append("deploy.unlocking", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
+        audit.append("deploy.locked", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
+        try:
+            yield surveys
+        finally:
+            audit.append("deploy.unlocking", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
     finally:
         await release_all(pool, desired, locked, owner.flow_run_id)
