@@ -32,6 +32,8 @@ app.add_typer(server_app, name="server")
 app.add_typer(lab_app, name="lab")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
 app.add_typer(audit_app, name="audit")
+secrets_app = typer.Typer(no_args_is_help=True, help="Secrets from Vault: drift check, sync, rotation.")
+app.add_typer(secrets_app, name="secrets")
 
 DEFAULT_INVENTORY = os.environ.get("HOMELAB_INVENTORY", "deployments/homelab.yaml")
 Inventory = Annotated[Path, typer.Option("--inventory", "-i", help="inventory YAML (env HOMELAB_INVENTORY)")]
@@ -72,9 +74,10 @@ def plan(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: 
     from tasks.plan import make_plan
     from tasks.remote import HostPool
     from tasks.survey import ssh_targets, survey_hosts
+    from tasks.vaultsync import resolve_secrets
 
     async def run() -> dict:
-        desired = _load(inventory, ref, only)
+        desired = resolve_secrets(_load(inventory, ref, only))
         async with HostPool(ssh_targets(desired)) as pool:
             surveys, problems = await survey_hosts(pool, desired)
         if problems:
@@ -181,16 +184,19 @@ def _print_report(report: dict) -> None:
 
 @app.command()
 def status(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False) -> None:
-    """Each host's stacks: release, commit, health and containers."""
+    """Each host's stacks: release, commit, health and containers. Exit 1 if any host is
+    unreachable or any stack unhealthy."""
     from tasks.status import collect_status
 
     try:
         result = asyncio.run(collect_status(_load(inventory, None)))
     except HomelabError as exc:
         raise _fail(exc) from None
+    bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
+              for f in result["hosts"].values())
     if as_json:
         _emit(result)
-        return
+        raise typer.Exit(1 if bad else 0)
     rows = []
     for host, facts in result["hosts"].items():
         if not facts["reachable"]:
@@ -199,8 +205,6 @@ def status(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False
             rows.append([host, stack, info["release"] or "-", (info["commit"] or "-")[:12],
                          "healthy" if info["healthy"] else "NOT HEALTHY", f"{len(info['containers'])} container(s)"])
     print(table(rows, ["HOST", "STACK", "RELEASE", "COMMIT", "HEALTH", "CONTAINERS"]))
-    bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
-              for f in result["hosts"].values())
     raise typer.Exit(1 if bad else 0)
 
 
@@ -288,6 +292,85 @@ def unlock(inventory: Inventory = Path(DEFAULT_INVENTORY),
         asyncio.run(run())
     except HomelabError as exc:
         raise _fail(exc) from None
+
+
+@secrets_app.command("check")
+def secrets_check(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False) -> None:
+    """Compare every host's env files with Vault by SHA-256; exit 1 and list the drifted ones."""
+    from tasks.remote import HostPool
+    from tasks.survey import ssh_targets
+    from tasks.vaultsync import find_drift, resolve_secrets
+
+    async def run() -> list:
+        desired = resolve_secrets(_load(inventory, None))
+        async with HostPool(ssh_targets(desired)) as pool:
+            return await find_drift(pool, desired)
+
+    try:
+        drift = asyncio.run(run())
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _emit({"drift": [{"host": d.host, "stack": d.stack, "file": d.file, "state": d.state} for d in drift]})
+    else:
+        for item in drift:
+            print(f"{item.where}: {item.state}")
+        print(f"{len(drift)} drifted env file(s)" if drift else "no drift: every env file matches Vault")
+    raise typer.Exit(1 if drift else 0)
+
+
+@secrets_app.command("sync")
+def secrets_sync(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False) -> None:
+    """Run the secrets-sync flow: rewrite every drifted env file from Vault (0600, atomic)."""
+    try:
+        desired = _load(inventory, None)
+        api_url = server.ensure_api()
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    report, ui = _run_flow(desired, api_url, "flows.secrets", "sync_secrets", as_json,
+                           dict(inventory=str(inventory.absolute())))
+    if as_json:
+        _emit(report)
+    else:
+        for where in report["fixed"]:
+            print(f"{where}: rewritten from Vault")
+        print("no drift" if not report["fixed"] else f"fixed {len(report['fixed'])} env file(s)")
+        print(f"Prefect UI: {ui}")
+    _exit_after_flush(0 if report["result"] == "success" else 1)
+
+
+@secrets_app.command("rotate")
+def secrets_rotate(path: str, key: str, inventory: Inventory = Path(DEFAULT_INVENTORY),
+                   lock_wait: LockWait = 90, as_json: Json = False) -> None:
+    """Write a new random value for KEY at PATH (check-and-set), then redeploy only the stacks
+    that use it, health-gated; if that fails they roll back (the old value stays in KV history)."""
+    from tasks import audit
+    from tasks.secrets import random_secret
+    from tasks.vaultsync import open_reader
+
+    try:
+        desired = _load(inventory, None)
+        users = [s.name for s in desired.stacks.values() if any(r.path == path and key in r.keys for r in s.secrets)]
+        if not users:
+            raise UsageError(f"no stack in {inventory} uses {key} at {path}")
+        reader = open_reader(desired.inventory, users)
+        data, version = reader.read(path)
+        new_version = reader.write_cas(path, {**data, key: random_secret()}, cas=version)
+        audit.append("secret.rotated", path=path, key=key, from_version=version, to_version=new_version, stacks=users)
+        print(f"rotated {key} at {path}: version {version} -> {new_version}; redeploying {', '.join(users)}",
+              file=sys.stderr)
+        api_url = server.ensure_api()
+    except HomelabError as exc:
+        raise _fail(exc) from None
+    report, ui = _run_flow(desired, api_url, "flows.deploy", "deploy_homelab", as_json, dict(
+        inventory=str(inventory.absolute()), only=users, lock_wait_s=lock_wait))
+    report["rotated"] = {"path": path, "key": key, "from_version": version, "to_version": new_version}
+    if as_json:
+        _emit(report)
+    else:
+        _print_report(report)
+        print(f"Prefect UI: {ui}")
+    _exit_after_flush(0 if report["result"] == "success" else 1)
 
 
 @audit_app.command("verify")

@@ -7,13 +7,18 @@ is contacted: the config hash of each stack and the images it needs.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deployments.inventory import Inventory, compose_path, load_inventory
+from deployments.inventory import Inventory, StackSecret, compose_path, load_inventory
 from deployments.source import open_source
 from deployments.yamlpos import YamlSyntaxError, format_path, load_with_lines
 from tasks.errors import InventoryError
+
+if TYPE_CHECKING:
+    from tasks.secrets import RenderedEnvFile
 
 
 @dataclass(frozen=True)
@@ -23,7 +28,10 @@ class DesiredStack:
     hosts: tuple[str, ...]
     compose: bytes = field(repr=False)
     images: dict[str, str]  # service -> image reference
-    config_hash: str
+    config_hash: str  # of the compose file; with secrets, also of the secret versions (see with_secrets)
+    secrets: tuple[StackSecret, ...] = ()
+    env_files: dict[str, RenderedEnvFile] = field(default_factory=dict, repr=False)  # rendered from Vault
+    secret_versions: dict[str, int] = field(default_factory=dict)  # KV path -> version
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -38,14 +46,29 @@ class DesiredState:
     stacks: dict[str, DesiredStack]  # in phase order
     inventory_dir: Path = field(repr=False, default=Path("."))
 
+    def with_secrets(self, env_files: dict[str, dict[str, RenderedEnvFile]]) -> DesiredState:
+        """The same desired state with each stack's rendered env files (stack -> name -> file),
+        whose Vault versions become part of the stack's config hash."""
+        stacks = {}
+        for name, stack in self.stacks.items():
+            files = env_files.get(name, {})
+            versions = {path: v for f in files.values() for path, v in f.versions.items()}
+            stacks[name] = replace(stack, env_files=files, secret_versions=versions,
+                                   config_hash=config_hash(stack.compose, versions))
+        return replace(self, stacks=stacks)
+
     def targeted_hosts(self) -> list[str]:
         wanted = {host for stack in self.stacks.values() for host in stack.hosts}
         return [host for host in self.inventory.hosts if host in wanted]
 
 
-def config_hash(compose: bytes) -> str:
-    """Identity of what a stack runs from. Equal hash means nothing to do."""
-    return "sha256:" + hashlib.sha256(compose).hexdigest()
+def config_hash(compose: bytes, secret_versions: dict[str, int] | None = None) -> str:
+    """Identity of what a stack runs from: the compose file and the Vault versions of its
+    secrets (never their values). Equal hash means nothing to do."""
+    digest = hashlib.sha256(compose)
+    if secret_versions:
+        digest.update(json.dumps(secret_versions, sort_keys=True).encode())
+    return "sha256:" + digest.hexdigest()
 
 
 def parse_compose_images(text: str, shown: str) -> dict[str, str]:
@@ -99,7 +122,7 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
                     problems += exc.problems
                     continue
                 stacks[name] = DesiredStack(name, phase_name, tuple(stack.hosts), compose, images,
-                                            config_hash(compose))
+                                            config_hash(compose), tuple(stack.secrets))
         if problems:
             raise InventoryError(problems)
         return DesiredState(inventory, tree.display, tree.commit, stacks, Path(inventory_file).parent)

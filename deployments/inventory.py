@@ -124,8 +124,40 @@ class Health(_Strict):
     checks: list[HealthCheck] = []
 
 
+class StackSecret(_Strict):
+    """Keys of one KV v2 path in Vault, rendered into an env file next to the compose project
+    (reference it from the compose file with `env_file:`)."""
+
+    path: str = Field(min_length=1)
+    keys: Annotated[list[str], Field(min_length=1)]
+    env_file: str = ".env.secrets"
+
+    @field_validator("keys")
+    @classmethod
+    def _env_names(cls, keys: list[str]) -> list[str]:
+        bad = [k for k in keys if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(bad)}")
+        return keys
+
+    @field_validator("env_file")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if "/" in name or name in (".", "..") or not name:
+            raise ValueError("env_file must be a plain file name (it lives in the stack's directory)")
+        return name
+
+
+class VaultSection(_Strict):
+    """Credentials come from this Prefect block, or from VAULT_ADDR / VAULT_CACERT /
+    VAULT_ROLE_ID + VAULT_SECRET_ID (AppRole) / VAULT_TOKEN (development)."""
+
+    block: str | None = Field(None, description="name of a 'Homelab Vault Access' block")
+
+
 class Stack(_Strict):
     hosts: Annotated[list[str], Field(min_length=1)]
+    secrets: list[StackSecret] = []
     compose: str | None = None
     pull: Literal["missing", "always", "never"] = "missing"
     description: str = ""
@@ -149,6 +181,7 @@ class Inventory(_Strict):
     ssh: SshSettings = SshSettings()
     defaults: Defaults = Defaults()
     proxmox: ProxmoxSection | None = None
+    vault: VaultSection | None = None
     hosts: dict[str, Host]
     phases: dict[str, Phase]
 
@@ -249,6 +282,14 @@ def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
                     found.append(((*where, "hosts", index), f"unknown host {host!r} (known: {known})"))
                 elif stack.hosts.index(host) != index:
                     found.append(((*where, "hosts", index), f"duplicate host {host!r}"))
+            seen_keys: dict[tuple[str, str], int] = {}
+            for index, secret in enumerate(stack.secrets):
+                for key in secret.keys:
+                    first = seen_keys.get((secret.env_file, key))
+                    if first is not None:
+                        found.append(((*where, "secrets", index, "keys"),
+                                      f"{key} is already rendered into {secret.env_file} by secrets[{first}]"))
+                    seen_keys.setdefault((secret.env_file, key), index)
             compose = compose_path(root, stack_name, stack)
             if not compose.is_file():
                 found.append(((*where, "compose") if stack.compose else where,

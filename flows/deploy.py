@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from prefect import flow, get_run_logger
@@ -20,6 +21,7 @@ from tasks.report import DeployReport
 from tasks.rollout import Rollout, apply_plan
 from tasks.steps import survey_host
 from tasks.survey import ssh_targets
+from tasks.vaultsync import resolve_secrets
 
 
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
@@ -29,6 +31,7 @@ async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str |
     """Deploy the inventory (at git ``ref`` if given); only the stacks in ``only`` if given."""
     started = time.monotonic()
     desired = load_desired_state(inventory, ref, only)
+    desired = await asyncio.to_thread(resolve_secrets, desired)  # Vault problems stop the run here
     owner = LockOwner.for_run(flow_run.get_id(), desired.commit)
     async with HostPool(ssh_targets(desired)) as pool, \
             hold_hosts(pool, desired, owner, lock_wait_s, survey_host) as surveys:

@@ -44,26 +44,45 @@ def compose_up(state_dir: str, stack: str, release: str) -> list[str]:
     return compose(state_dir, stack, release, "up", "-d", "--remove-orphans", "--pull", "never")
 
 
+# Copies a release's env files (rendered secrets, mode 0600) into the compose project
+# directory, atomically each. Arguments: release dir, stack dir, count, names...
+INSTALL_ENV_FILES = (
+    'd=$1; s=$2; n=$3; shift 3; mkdir -p "$s" || exit 96; '
+    'while [ "$n" -gt 0 ]; do cp -p "$d/$1" "$s/.$1.tmp" && mv -f "$s/.$1.tmp" "$s/$1" || exit 96; '
+    'shift; n=$((n - 1)); done; '
+)
+
+
+def _env_args(state_dir: str, stack: str, release: str, env_files: Sequence[str]) -> list[str]:
+    return [release_dir(state_dir, stack, release), stack_dir(state_dir, stack), str(len(env_files)), *env_files]
+
+
 # Marks the stack "deploy in progress" before anything runs, so a run killed half-way is
 # found by the next survey; the marker is cleared when the release is recorded or undone.
-START = 'printf "%s\\n" "$2" > "$1/pending.tmp" && mv -f "$1/pending.tmp" "$1/pending" && shift 2 && exec "$@"'
+START = ('printf "%s\\n" "$2" > "$1/pending.tmp" && mv -f "$1/pending.tmp" "$1/pending" || exit; shift 2; '
+         + INSTALL_ENV_FILES + 'exec "$@"')
 
 
-def start_release(state_dir: str, stack: str, release: str, marker: str) -> list[str]:
-    """Write the pending marker (JSON, no secrets), then ``compose up`` the release."""
+def start_release(state_dir: str, stack: str, release: str, marker: str, env_files: Sequence[str] = ()) -> list[str]:
+    """Write the pending marker (JSON, no secrets), put the release's env files in place, then
+    ``compose up`` the release. Exit 96: an env file could not be installed."""
     return ["sh", "-c", START, "start-release", releases_dir(state_dir, stack), marker,
-            *compose_up(state_dir, stack, release)]
+            *_env_args(state_dir, stack, release, env_files), *compose_up(state_dir, stack, release)]
 
 
-# Puts back the exact images of a release (tags may have moved since), then brings it up.
-RESTORE = 'while [ "$1" != "--" ]; do docker tag "$2" "$1" || exit 98; shift 2; done; shift; exec "$@"'
+# Puts back the exact images of a release (tags may have moved since) and its env files,
+# then brings it up.
+RESTORE = ('while [ "$1" != "--" ]; do docker tag "$2" "$1" || exit 98; shift 2; done; shift; '
+           + INSTALL_ENV_FILES + 'exec "$@"')
 
 
-def restore_release(state_dir: str, stack: str, release: str, images: dict[str, str]) -> list[str]:
-    """Re-tag each image reference to the recorded image id, then ``compose up`` the release.
-    Exit 98: a recorded image is gone from the host."""
+def restore_release(state_dir: str, stack: str, release: str, images: dict[str, str],
+                    env_files: Sequence[str] = ()) -> list[str]:
+    """Re-tag each image reference to the recorded image id, reinstall the release's env
+    files, then ``compose up`` the release. Exit 98: a recorded image is gone from the host."""
     pairs = [part for ref, image_id in sorted(images.items()) for part in (ref, image_id)]
-    return ["sh", "-c", RESTORE, "restore-release", *pairs, "--", *compose_up(state_dir, stack, release)]
+    return ["sh", "-c", RESTORE, "restore-release", *pairs, "--", *_env_args(state_dir, stack, release, env_files),
+            *compose_up(state_dir, stack, release)]
 
 
 SETTLE_ROLLBACK = r"""

@@ -28,6 +28,8 @@ class ReleaseRecord:
     status: str = "active"  # active | failed | rolled-back
     source: str = ""
     services: list[str] = field(default_factory=list)
+    secret_versions: dict[str, int] = field(default_factory=dict)  # Vault KV path -> version (never values)
+    env_files: list[str] = field(default_factory=list)  # names of the rendered env files in the release dir
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:

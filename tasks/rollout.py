@@ -233,8 +233,8 @@ async def deploy_stack(run: Rollout, change: Change) -> StackResult:
                          "flow_run_id": run.flow_run_id, "started_at": utc_now(), "commit": desired.commit})
     try:
         image_map = await stage(run.pool, host, state_dir, stack.name, release, stack.compose, stack.images,
-                                spec.pull)
-        await start(run.pool, host, state_dir, stack.name, release, marker, undo)
+                                spec.pull, stack.env_files)
+        await start(run.pool, host, state_dir, stack.name, release, marker, undo, sorted(stack.env_files))
         gate = await health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                  inv.health_timeout_s(stack.name), spec.health.containers)
         result.probe_output = gate.probe_output or None
@@ -247,7 +247,8 @@ async def deploy_stack(run: Rollout, change: Change) -> StackResult:
     record = ReleaseRecord(
         id=release, stack=stack.name, host=host, commit=desired.commit, config_hash=stack.config_hash,
         images=image_map, created_at=utc_now(), flow_run_id=run.flow_run_id,
-        status="failed" if result.error else "active", source=desired.source, services=list(stack.services))
+        status="failed" if result.error else "active", source=desired.source, services=list(stack.services),
+        secret_versions=stack.secret_versions, env_files=sorted(stack.env_files))
     try:
         await record_release(run.pool, state_dir, record, inv.defaults.keep_releases,
                              previous.id if previous else None)

@@ -11,12 +11,13 @@ from prefect.cache_policies import NONE
 from prefect.transactions import BaseTransaction, get_transaction
 
 from deployments.inventory import HealthCheck
-from tasks.compose import compose_pull, image_ids, release_compose_file, stage_release, start_release
+from tasks.compose import compose_pull, image_ids, release_compose_file, release_dir, stage_release, start_release
 from tasks.errors import RemoteCommandError
 from tasks.facts import HostSurvey
 from tasks.health import GateResult, wait_healthy
 from tasks.releases import ReleaseRecord, commit_release
 from tasks.remote import HostPool, is_transient
+from tasks.secrets import RenderedEnvFile
 from tasks.survey import read_survey
 from tasks.undo import StackUndo
 
@@ -38,10 +39,13 @@ async def survey_host(pool: HostPool, host: str, state_dir: str, gpu: bool,
 
 @task(name="stage-release", task_run_name="stage {stack}@{host}", **REMOTE)
 async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: str, compose: bytes,
-                images: dict[str, str], pull: str) -> dict[str, str]:
-    """Put the release's compose file in place and make sure its images are present
-    (pulling per policy). Returns image reference -> image id."""
+                images: dict[str, str], pull: str, env_files: dict[str, RenderedEnvFile] | None = None,
+                ) -> dict[str, str]:
+    """Put the release's compose file (and rendered secrets, mode 0600, via stdin only) in
+    place and make sure its images are present (pulling per policy). Returns image ref -> id."""
     transport = pool[host]
+    for name, rendered in (env_files or {}).items():
+        await transport.upload(f"{release_dir(state_dir, stack, release)}/{name}", rendered.content, 0o600)
     path = release_compose_file(state_dir, stack, release)
     refs = list(dict.fromkeys(images.values()))
     if pull == "always":
@@ -63,11 +67,12 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
 
 @task(name="compose-up", task_run_name="up {stack}@{host}", **REMOTE)
 async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: str, marker: str,
-                undo: StackUndo) -> None:
-    """Mark the stack pending and bring the release up. If the surrounding transaction rolls
-    back (this step failed, or the policy undoes the phase or the run), ``undo`` runs."""
+                undo: StackUndo, env_files: list[str] | None = None) -> None:
+    """Mark the stack pending, install its env files and bring the release up. If the
+    surrounding transaction rolls back (this step failed, or the policy undoes the phase or
+    the run), ``undo`` runs."""
     get_transaction().set("undo", undo)
-    await pool[host].run(start_release(state_dir, stack, release, marker))
+    await pool[host].run(start_release(state_dir, stack, release, marker, env_files or []))
 
 
 @start.on_rollback

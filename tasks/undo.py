@@ -59,7 +59,7 @@ class StackUndo:
         assert self.previous is not None
         transport = self.pool[self.host]
         done = await transport.run(restore_release(self.state_dir, self.stack, self.previous.id,
-                                                   self.previous.images), check=False)
+                                                   self.previous.images, self.previous.env_files), check=False)
         if done.exit_status == 98:
             raise HomelabError(f"an image of release {self.previous.id} is no longer on {self.host}: "
                                f"{done.stderr.strip()[-300:]}")

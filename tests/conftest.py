@@ -30,4 +30,4 @@ os.environ.update({
 })
 
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.fixtures", "tests.openbao", "tests.integration.secretlab"]

@@ -31,10 +31,12 @@ def test_bad_inventory_exits_2_naming_file_line_and_field(tmp_path: Path) -> Non
 
 
 def test_real_inventory_is_refused_outside_the_allowed_networks() -> None:
-    done = homelab("plan", "-i", "deployments/homelab.yaml", "--json")
-    assert done.returncode == 3
-    for address in ("91.107.198.37", "192.168.16.7", "192.168.17.1"):
-        assert f"address {address} is outside HOMELAB_ALLOWED_NETWORKS" in done.stderr
+    done = homelab("status", "-i", "deployments/homelab.yaml", "--json")
+    assert done.returncode == 1
+    hosts = json.loads(done.stdout)["hosts"]
+    for host, address in (("vps", "91.107.198.37"), ("thinkpad", "192.168.16.7"), ("rtx1080", "192.168.17.1")):
+        assert hosts[host]["reachable"] is False
+        assert f"address {address} is outside HOMELAB_ALLOWED_NETWORKS" in hosts[host]["error"]
 
 
 @pytest.mark.lab

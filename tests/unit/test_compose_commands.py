@@ -84,12 +84,14 @@ BUILDERS = [
      ["sh", "-c", COMMIT_RELEASE, "commit-release", "/srv/state/releases/redis", REL, "3", "0", ""]),
     ("commit_release protect", commit_release("s", "redis", REL, 3, True, protect="OLD"),
      ["sh", "-c", COMMIT_RELEASE, "commit-release", "s/releases/redis", REL, "3", "1", "OLD"]),
-    ("start_release", start_release("s", "media", REL, '{"release": "x"}'),
+    ("start_release", start_release("s", "media", REL, '{"release": "x"}', [".env.secrets"]),
      ["sh", "-c", START, "start-release", "s/releases/media", '{"release": "x"}',
+      f"s/releases/media/{REL}", "s/stacks/media", "1", ".env.secrets",
       "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
       "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
     ("restore_release", restore_release("s", "media", REL, {"b:2": "sha256:bb", "a:1": "sha256:aa"}),
      ["sh", "-c", RESTORE, "restore-release", "a:1", "sha256:aa", "b:2", "sha256:bb", "--",
+      f"s/releases/media/{REL}", "s/stacks/media", "0",
       "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
       "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
     ("settle_rollback restored", settle_rollback("s", "media", "OLD", REL),
@@ -363,14 +365,29 @@ def test_commit_release_never_prunes_the_protected_previous_release(tmp_path):
     assert _listing(directory) == sorted([OLD[0], OLD[-1], NEW])
 
 
-def test_start_release_writes_the_pending_marker_before_running(tmp_path):
+def test_start_release_writes_the_marker_installs_env_files_then_runs(tmp_path):
     releases = tmp_path / "releases" / "media"
-    releases.mkdir(parents=True)
-    argv = ["sh", "-c", START, "start-release", str(releases), '{"release": "x"}', "sh", "-c",
-            'cat "$0/pending"; exit 3', str(releases)]
+    (releases / REL).mkdir(parents=True)
+    (releases / REL / ".env.secrets").write_text("A='1'\n")
+    (releases / REL / ".env.secrets").chmod(0o600)
+    stackdir = tmp_path / "stacks" / "media"
+    argv = ["sh", "-c", START, "start-release", str(releases), '{"release": "x"}', str(releases / REL),
+            str(stackdir), "1", ".env.secrets", "sh", "-c", 'cat "$0/pending" "$1/.env.secrets"; exit 3',
+            str(releases), str(stackdir)]
     done = _run(argv)
     assert done.returncode == 3  # the command's own status
-    assert done.stdout == b'{"release": "x"}\n'
+    assert done.stdout == b'{"release": "x"}\nA=\'1\'\n'
+    assert stat.S_IMODE((stackdir / ".env.secrets").stat().st_mode) == 0o600
+    assert sorted(p.name for p in stackdir.iterdir()) == [".env.secrets"]  # no temp file left
+
+
+def test_start_release_stops_with_96_when_an_env_file_is_missing(tmp_path):
+    releases = tmp_path / "releases" / "media"
+    (releases / REL).mkdir(parents=True)
+    argv = ["sh", "-c", START, "start-release", str(releases), "{}", str(releases / REL),
+            str(tmp_path / "stack"), "1", ".env.secrets", "touch", str(tmp_path / "ran")]
+    assert _run(argv).returncode == 96
+    assert not (tmp_path / "ran").exists()
 
 
 @pytest.mark.parametrize(("restored", "current"), [("OLD", "OLD\n"), (None, None)])

@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_deployment_entrypoint_and_parameter_exists() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = [d["name"] for d in config["deployments"]]
-    assert names == ["deploy", "nightly"]
+    assert names == ["deploy", "nightly", "rollback", "secrets-sync"]
     for deployment in config["deployments"]:
         module, _, attr = deployment["entrypoint"].partition(":")
+        assert (ROOT / module).is_file()
         flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), attr)
         accepted = set(inspect.signature(flow.fn).parameters)
         assert set(deployment["parameters"]) <= accepted
