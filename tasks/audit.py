@@ -23,9 +23,9 @@ def _digest(record: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def append(event: str, path: Path | None = None, **fields: object) -> dict:
+def append(event: str, *, log_path: Path | None = None, **fields: object) -> dict:
     """Add one record; safe against concurrent writers (an exclusive file lock)."""
-    path = path or audit_path()
+    path = log_path or audit_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a+") as log:
         fcntl.flock(log, fcntl.LOCK_EX)

@@ -5,11 +5,19 @@ The CLI maps every class to an exit code (see ``EXIT_CODES``) and a one-line mes
 
 from __future__ import annotations
 
+from tasks.masking import MASKER
+
 
 class HomelabError(Exception):
-    """Base class: an error the user can act on."""
+    """Base class: an error the user can act on. Its text is masked (no secret values)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return MASKER.mask(super().__str__())
+
+    def __repr__(self) -> str:
+        return MASKER.mask(super().__repr__())
 
 
 class InventoryError(HomelabError):

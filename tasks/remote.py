@@ -34,29 +34,12 @@ from tasks.errors import (
     RemoteCommandError,
     RemoteTimeout,
 )
+from tasks.masking import MASKER, SecretMasker
 
 ALLOWED_NETWORKS_ENV = "HOMELAB_ALLOWED_NETWORKS"
 
 # Phase label for remote-time accounting (bench: orchestration overhead).
 current_phase: contextvars.ContextVar[str] = contextvars.ContextVar("homelab_phase", default="-")
-
-
-class SecretMasker:
-    """Replaces every registered secret value with ``***`` in text bound for logs or errors."""
-
-    def __init__(self) -> None:
-        self._values: set[str] = set()
-
-    def add(self, *values: str) -> None:
-        self._values.update(v for v in values if v and len(v) >= 3)
-
-    def mask(self, text: str) -> str:
-        for value in sorted(self._values, key=len, reverse=True):
-            text = text.replace(value, "***")
-        return text
-
-
-MASKER = SecretMasker()
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -112,8 +95,8 @@ class CommandResult:
     host: str
     command: str  # masked
     exit_status: int | None
-    stdout: str
-    stderr: str
+    stdout: str  # raw: may hold secret values; never log it as is
+    stderr: str  # raw
     duration_s: float
 
     @property
@@ -198,9 +181,9 @@ class SshTransport:
             raise RemoteTimeout(self.name, _short(shown), limit) from None
         except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
             raise HostUnreachable(self.name, f"connection lost during `{_short(shown)}`: {exc}") from None
-        result = CommandResult(
-            self.name, shown, done.exit_status, self.masker.mask(_text(done.stdout)),
-            self.masker.mask(_text(done.stderr)), time.monotonic() - started)
+        # stdout/stderr stay raw for the parsers; every error and report masks what it shows
+        result = CommandResult(self.name, shown, done.exit_status, _text(done.stdout), _text(done.stderr),
+                               time.monotonic() - started)
         if not quiet:
             _logger().info("%s$ %s  [exit %s, %.2fs]", self.name, _short(shown), result.exit_status,
                            result.duration_s)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from tasks.masking import MASKER
+
 OK_RESULTS = ("healthy", "unchanged", "removed", "kept")
 
 
@@ -59,7 +61,7 @@ class DeployReport:
         return [s for s in self.stacks if s.result == "failed"]
 
     def to_json(self) -> dict:
-        return {
+        return _masked({
             "result": "success" if self.ok else "failed",
             "flow_run_id": self.flow_run_id,
             "source": self.source,
@@ -78,7 +80,7 @@ class DeployReport:
             "remote_seconds": self.remote_seconds,
             "interrupted": self.interrupted,
             "snapshots": self.snapshots,
-        }
+        })
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -98,7 +100,18 @@ class DeployReport:
             out += ["", f"## {s.stack} on {s.host} failed", "", s.error or "",
                     "", "### health probes", "```", s.probe_output or "(none)", "```",
                     "", "### container logs", "```", s.logs or "(none)", "```"]
-        return "\n".join(out)
+        return MASKER.mask("\n".join(out))
+
+
+def _masked(value: object) -> object:
+    """Every string in a JSON-able structure, with secret values masked."""
+    if isinstance(value, str):
+        return MASKER.mask(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:

@@ -46,7 +46,7 @@ import requests
 from hvac import exceptions as hvac_errors
 
 from tasks.errors import HomelabError
-from tasks.remote import MASKER
+from tasks.masking import MASKER
 
 log = logging.getLogger("homelab.secrets")
 

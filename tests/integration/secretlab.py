@@ -35,7 +35,7 @@ def vault(openbao, monkeypatch) -> dict[str, str]:
     values = {}
     for stack, (path, key) in SECRET_STACKS.items():
         values[f"{prefix}/{path}"] = canary(stack)
-        openbao.put(f"{prefix}/{path}", {key: values[f"{prefix}/{path}"], "USERNAME": "homelab"})
+        openbao.put(f"{prefix}/{path}", {key: values[f"{prefix}/{path}"], "USERNAME": "deploy-user"})
     role_id, secret_id = openbao.approle([f"{prefix}/homelab/*"])
     for name, value in openbao.env(role_id, secret_id).items():
         monkeypatch.setenv(name, value)
@@ -71,8 +71,6 @@ def container_env(host: str, stack: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in json.loads(out))
 
 
-def homelab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env=os.environ,
+def homelab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "deployments.cli", *args], cwd=ROOT, env={**os.environ, **(env or {})},
                           capture_output=True, text=True, timeout=300)
-
-

@@ -37,7 +37,7 @@ async def test_a_new_secret_version_redeploys_only_the_stacks_using_it(clean_lab
     await deploy(inventory)
     before = container_ids()
     rotated = canary("newsletter-2")
-    openbao.put(f"{prefix}/homelab/newsletter", {"LISTMONK_PASSWORD": rotated, "USERNAME": "homelab"})
+    openbao.put(f"{prefix}/homelab/newsletter", {"LISTMONK_PASSWORD": rotated, "USERNAME": "deploy-user"})
 
     _, report = await deploy(inventory)
     changed = {k: r for k, r in results(report).items() if r != "unchanged"}
@@ -57,7 +57,7 @@ async def test_vault_problems_abort_before_any_host_changes(clean_lab, tmp_path,
     before = container_ids()
     inventory = lab_copy(clean_lab, tmp_path, "v2", prefix)
     if fault == "missing key":
-        openbao.put(f"{prefix}/homelab/newsletter", {"USERNAME": "homelab"})
+        openbao.put(f"{prefix}/homelab/newsletter", {"USERNAME": "deploy-user"})
     elif fault == "wrong secret_id":
         monkeypatch.setenv("VAULT_SECRET_ID", str(uuid.uuid4()))
     elif fault == "denied path":
@@ -105,7 +105,10 @@ async def test_rotation_writes_a_new_version_and_redeploys_only_its_users(clean_
     inventory = lab_copy(clean_lab, tmp_path, "v1", prefix)
     await deploy(inventory)
     old = vault[f"{prefix}/homelab/jjeco"]
-    done = homelab("secrets", "rotate", f"{prefix}/homelab/jjeco", "JJECO_API_KEY", "-i", str(inventory), "--json")
+    # rotating needs write access: an operator's AppRole, not the deploy role (read-only)
+    role_id, secret_id = openbao.approle([f"{prefix}/homelab/jjeco"], capabilities=("read", "create", "update"))
+    done = homelab("secrets", "rotate", f"{prefix}/homelab/jjeco", "JJECO_API_KEY", "-i", str(inventory), "--json",
+                   env=openbao.env(role_id, secret_id))
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     assert report["rotated"]["from_version"] == 1 and report["rotated"]["to_version"] == 2

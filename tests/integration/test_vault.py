@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tasks import secrets as secrets_module
-from tasks.remote import SecretMasker
+from tasks.masking import SecretMasker
 from tasks.secrets import SecretRef, SecretsError, VaultReader, VaultSettings, render_env_files
 
 if TYPE_CHECKING:

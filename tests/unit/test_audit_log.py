@@ -14,7 +14,7 @@ from tasks import audit
 def log(tmp_path: Path) -> Path:
     path = tmp_path / "audit.jsonl"
     for n in range(4):
-        audit.append("test.event", path=path, n=n)
+        audit.append("test.event", log_path=path, n=n)
     return path
 
 
@@ -41,6 +41,12 @@ def test_tampering_is_detected_at_its_line(log: Path, name: str, change, line: i
     problems = audit.verify(log)
     assert problems, name
     assert problems[0].startswith(f"{log}:{line}:")
+
+
+def test_a_field_named_path_is_just_a_field(tmp_path: Path) -> None:
+    record = audit.append("secret.rotated", log_path=tmp_path / "a.jsonl", path="homelab/x", key="K")
+    assert record["path"] == "homelab/x"
+    assert audit.verify(tmp_path / "a.jsonl") == []
 
 
 def test_a_missing_log_is_empty_not_an_error(tmp_path: Path) -> None:

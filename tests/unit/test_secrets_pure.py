@@ -14,7 +14,7 @@ import pytest
 
 from tasks import remote
 from tasks import secrets as secrets_module
-from tasks.remote import SecretMasker
+from tasks.masking import SecretMasker
 from tasks.secrets import (
     HASH_FILES,
     RenderedEnvFile,
