@@ -13,8 +13,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, TypeVar, get_args
 
 import typer
 
@@ -43,6 +44,7 @@ Only = Annotated[list[str] | None, typer.Option("--only", help="limit to these s
 LockWait = Annotated[float, typer.Option("--lock-wait", help="seconds to wait for another run's host locks")]
 
 _debug = False
+T = TypeVar("T")
 POLICIES = get_args(FailurePolicy)
 
 
@@ -61,6 +63,14 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 def _emit(data: dict) -> None:
     print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _run(coro: Coroutine[object, object, T]) -> T:
+    """Run a command's coroutine; a HomelabError becomes its one-line message and exit code."""
+    try:
+        return asyncio.run(coro)
+    except HomelabError as exc:
+        raise _fail(exc) from None
 
 
 def _load(inventory: Path, ref: str | None, only: list[str] | None = None) -> DesiredState:
@@ -84,10 +94,7 @@ def plan(inventory: Inventory = Path(DEFAULT_INVENTORY), ref: Ref = None, only: 
             raise PreflightFailed(problems)
         return make_plan(desired, surveys, full=not only).to_json()
 
-    try:
-        result = asyncio.run(run())
-    except HomelabError as exc:
-        raise _fail(exc) from None
+    result = _run(run())
     if as_json:
         _emit(result)
         return
@@ -188,10 +195,10 @@ def status(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = False
     unreachable or any stack unhealthy."""
     from tasks.status import collect_status
 
-    try:
-        result = asyncio.run(collect_status(_load(inventory, None)))
-    except HomelabError as exc:
-        raise _fail(exc) from None
+    async def run() -> dict:
+        return await collect_status(_load(inventory, None))
+
+    result = _run(run())
     bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
               for f in result["hosts"].values())
     if as_json:
@@ -253,10 +260,7 @@ def releases(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json = Fal
                      "flow_run_id": r.flow_run_id} for r in records.get(stack, [])]} for stack in sorted(current)}
         return out
 
-    try:
-        result = asyncio.run(run())
-    except HomelabError as exc:
-        raise _fail(exc) from None
+    result = _run(run())
     if as_json:
         _emit(result)
         return
@@ -288,10 +292,7 @@ def unlock(inventory: Inventory = Path(DEFAULT_INVENTORY),
                 audit.append("lock.forced", host=name, owner=owner)
                 print(f"{name}: lock removed" + (f" (was {owner.get('flow_run_id')})" if owner else " (was free)"))
 
-    try:
-        asyncio.run(run())
-    except HomelabError as exc:
-        raise _fail(exc) from None
+    _run(run())
 
 
 @secrets_app.command("check")
@@ -306,10 +307,7 @@ def secrets_check(inventory: Inventory = Path(DEFAULT_INVENTORY), as_json: Json 
         async with HostPool(ssh_targets(desired)) as pool:
             return await find_drift(pool, desired)
 
-    try:
-        drift = asyncio.run(run())
-    except HomelabError as exc:
-        raise _fail(exc) from None
+    drift = _run(run())
     if as_json:
         _emit({"drift": [{"host": d.host, "stack": d.stack, "file": d.file, "state": d.state} for d in drift]})
     else:

@@ -3,10 +3,6 @@
 # local Prefect server, deploy the whole lab, and print the result table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-bash scripts/venv.sh
-source scripts/env.sh
-inventory=$(.venv/bin/homelab lab up | tail -n 1)
-.venv/bin/homelab server up
+source scripts/prepare.sh
 echo "deploying $inventory"
 .venv/bin/homelab deploy -i "$inventory"

@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import secrets
-import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from hvac import exceptions as hvac_errors
 
 from tasks.errors import HomelabError
 from tasks.masking import MASKER
+from tasks.tls import verify_target
 
 log = logging.getLogger("homelab.secrets")
 
@@ -273,21 +273,6 @@ def random_secret(nbytes: int = 32) -> str:
 # --------------------------------------------------------------------------- client
 
 
-def _verify_target(ca_cert: str | None) -> str | bool:
-    """What requests verifies Vault against: the CA file, or the system CA store.
-
-    On its own, requests would use certifi's bundle, not the system store where a homelab
-    usually installs its own root CA. So the system paths are taken from OpenSSL.
-    """
-    if ca_cert:
-        return ca_cert
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.capath):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return True
-
-
 def _clean_path(path: str) -> str:
     cleaned = path.strip().strip("/")
     if not cleaned or "//" in cleaned or any(part in (".", "..") for part in cleaned.split("/")):
@@ -350,7 +335,7 @@ class VaultReader:
         # token="" (not None): hvac would otherwise pick up VAULT_TOKEN or ~/.vault-token by itself.
         # hvac takes `verify` from a given session (hvac#991), so it is set on the session.
         session = requests.Session()
-        session.verify = _verify_target(settings.ca_cert)
+        session.verify = verify_target(settings.ca_cert)
         self._client = hvac.Client(url=settings.addr.rstrip("/"), token="", verify=session.verify,
                                    timeout=settings.timeout_s, session=session)
         self._logged_in = False

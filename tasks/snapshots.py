@@ -19,7 +19,6 @@ import hashlib
 import logging
 import os
 import re
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ import urllib3
 from proxmoxer import ProxmoxAPI, ResourceException
 
 from tasks.errors import HomelabError
+from tasks.tls import verify_target
 
 log = logging.getLogger("homelab.snapshots")
 
@@ -214,21 +214,6 @@ def hint_for(cause: str, vm: VmRef | None, *, http_status: int | None = None, to
 # --------------------------------------------------------------------------- client
 
 
-def _verify_target(ca_file: str | None) -> str | bool:
-    """What requests verifies the server against: the CA file, or the system CA store.
-
-    requests on its own would use certifi's bundle (or REQUESTS_CA_BUNDLE), not the system store
-    where a homelab typically installs its Proxmox root CA; so ask OpenSSL for the system paths.
-    """
-    if ca_file:
-        return ca_file
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.capath):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return True
-
-
 class _Op:
     """One user-level action, for messages: 'create snapshot X of node/qemu/100 at https://...'."""
 
@@ -274,7 +259,7 @@ class ProxmoxSnapshots:
             raise SnapshotError(f"Proxmox CA file {settings.ca_file} does not exist; copy the cluster's CA "
                                 "(/etc/pve/pve-root-ca.pem on a node) there, or unset it to use the system CAs")
         self._api = ProxmoxAPI(parts.hostname, port=port, user=user, token_name=token_name,
-                               token_value=settings.token_secret, verify_ssl=_verify_target(settings.ca_file),
+                               token_value=settings.token_secret, verify_ssl=verify_target(settings.ca_file),
                                timeout=settings.timeout_s, path_prefix=parts.path.strip("/") or None,
                                backend="https", service="PVE")
 
