@@ -14,7 +14,7 @@ def host_status(desired: DesiredState, host: str, facts: HostSurvey) -> dict:
     """Stacks the inventory places on ``host`` plus any other stack with a release there."""
     placed = [s.name for s in desired.stacks.values() if host in s.hosts]
     stacks = {}
-    for name in dict.fromkeys([*placed, *facts.releases]):
+    for name in dict.fromkeys([*placed, *facts.releases, *facts.pending]):
         record = facts.releases.get(name)
         containers = facts.project(name)
         stacks[name] = {
@@ -22,6 +22,7 @@ def host_status(desired: DesiredState, host: str, facts: HostSurvey) -> dict:
             "commit": record.commit if record else None,
             "placed": name in placed,
             "healthy": bool(containers) and all(c.ok for c in containers),
+            "interrupted": facts.pending.get(name),  # a deploy that never finished (the next deploy redoes it)
             "containers": [{"id": c.id[:12], "name": c.name, "image": c.image, "state": c.state,
                             "health": c.health} for c in containers],
         }
