@@ -44,8 +44,10 @@ def vault(openbao, monkeypatch) -> dict[str, str]:
     return values
 
 
-def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str) -> Path:
-    """The lab repo at ``tag`` with secrets declared on some stacks and referenced by env_file."""
+def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str, picky: tuple[str, ...] = ()) -> Path:
+    """The lab repo at ``tag`` with secrets declared on some stacks and referenced by env_file.
+    The ``picky`` stacks are healthy only while their secret looks like a test canary, so a
+    rotation to a random value fails their health gate."""
     copy = tmp_path / "config"
     if not copy.exists():
         subprocess.run(["git", "clone", "-q", str(clean_lab.parent), str(copy)], check=True)
@@ -60,6 +62,10 @@ def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str) -> Path:
                 compose_file = copy / "stacks" / stack / "compose.yaml"
                 compose = yaml.safe_load(compose_file.read_text())
                 compose["services"]["web"]["env_file"] = [".env.secrets"]
+                if stack in picky:
+                    compose["services"]["web"]["healthcheck"] = {
+                        "test": ["CMD-SHELL", f'case "$${key}" in S3CR3T-*) exit 0;; *) exit 1;; esac'],
+                        "interval": "1s", "timeout": "2s", "retries": 2}
                 compose_file.write_text(yaml.safe_dump(compose, sort_keys=False))
     inventory.write_text(yaml.safe_dump(data, sort_keys=False))
     return inventory

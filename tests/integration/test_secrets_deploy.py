@@ -118,3 +118,22 @@ async def test_rotation_writes_a_new_version_and_redeploys_only_its_users(clean_
     assert new != old and container_env("thinkpad", "jjeco-light")["JJECO_API_KEY"] == new
     assert openbao.get(f"{prefix}/homelab/jjeco", version=1)[0]["JJECO_API_KEY"] == old  # KV history
     assert old not in done.stdout + done.stderr and new not in done.stdout + done.stderr
+
+
+async def test_a_rotation_whose_redeploy_fails_rolls_back_to_the_old_value(clean_lab, tmp_path, vault, openbao):
+    prefix = vault["_prefix"]
+    inventory = lab_copy(clean_lab, tmp_path, "v1", prefix, picky=("jjeco-light",))
+    _, first = await deploy(inventory)
+    assert first["result"] == "success"
+    old = vault[f"{prefix}/homelab/jjeco"]
+    role_id, secret_id = openbao.approle([f"{prefix}/homelab/jjeco"], capabilities=("read", "create", "update"))
+    done = homelab("secrets", "rotate", f"{prefix}/homelab/jjeco", "JJECO_API_KEY", "-i", str(inventory), "--json",
+                   env=openbao.env(role_id, secret_id))
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert {s["result"] for s in report["stacks"]} == {"failed"}
+    assert all(s["rollback"].startswith("restored release") for s in report["stacks"])
+    for host in ("vps", "thinkpad"):  # back on the old value, healthy
+        assert container_env(host, "jjeco-light")["JJECO_API_KEY"] == old
+    assert openbao.get(f"{prefix}/homelab/jjeco")[1] == 2  # Vault keeps the new version...
+    assert openbao.get(f"{prefix}/homelab/jjeco", version=1)[0]["JJECO_API_KEY"] == old  # ...and the old one
