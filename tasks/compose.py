@@ -105,8 +105,13 @@ def settle_rollback(state_dir: str, stack: str, restored: str | None, undone: st
     return ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", releases_dir(state_dir, stack), restored or "", undone]
 
 
-def compose_pull(state_dir: str, stack: str, release: str, services: Sequence[str] = ()) -> list[str]:
-    return compose(state_dir, stack, release, "pull", "--quiet", *services)
+PULL = 'for image in "$@"; do docker pull -q "$image" >/dev/null || exit; done'
+
+
+def pull_images(images: Sequence[str]) -> list[str]:
+    """Pull by reference, not through compose: the project's env files are installed only
+    at ``compose up``, and compose refuses a project whose env file is missing."""
+    return ["sh", "-c", PULL, "pull-images", *images]
 
 
 def compose_logs(stack: str, tail: int = 50) -> list[str]:

@@ -37,7 +37,7 @@ done
 section lock
 # with an owner (a deploy), take the host's deploy lock if it is free, in this same round trip
 if [ -n "$owner" ] && mkdir "$state/lock" 2>/dev/null; then
-  printf '%s\n' "$owner" > "$state/lock/owner.json"; echo "@@acquired"
+  { printf '%s\n' "$owner" > "$state/lock/owner.json" && echo "@@acquired"; } || rm -rf "$state/lock"
 fi
 cat "$state/lock/owner.json" 2>/dev/null
 section containers

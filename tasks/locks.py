@@ -31,8 +31,8 @@ from tasks.survey import SurveyFn, survey_hosts
 
 LOCK = "lock"
 TAKE_LOCK = (
-    'mkdir -p "$1" && if mkdir "$1/lock" 2>/dev/null; then printf "%s\\n" "$2" > "$1/lock/owner.json"; '
-    'echo @@acquired; else cat "$1/lock/owner.json" 2>/dev/null; fi'
+    'mkdir -p "$1" && if mkdir "$1/lock" 2>/dev/null; then { printf "%s\\n" "$2" > "$1/lock/owner.json" '
+    '&& echo @@acquired; } || rm -rf "$1/lock"; else cat "$1/lock/owner.json" 2>/dev/null; fi'
 )
 RELEASE_LOCK = 'grep -qF "\\"flow_run_id\\": \\"$2\\"" "$1/lock/owner.json" 2>/dev/null && rm -rf -- "$1/lock"; true'
 
@@ -104,10 +104,12 @@ async def stale_reason(owner: dict | None) -> str | None:
             return f"its orchestrator process {owner['pid']} on {owner['host']} is gone"
         except PermissionError:
             pass
-    return await _flow_run_gone(owner.get("flow_run_id"))
+    # Another machine's run may report to another Prefect server: "unknown here" proves nothing.
+    local = owner.get("host") == socket.gethostname()
+    return await _flow_run_gone(owner.get("flow_run_id"), unknown_is_gone=local)
 
 
-async def _flow_run_gone(flow_run_id: str | None) -> str | None:
+async def _flow_run_gone(flow_run_id: str | None, unknown_is_gone: bool) -> str | None:
     if not flow_run_id:
         return None
     from prefect import get_client
@@ -117,7 +119,7 @@ async def _flow_run_gone(flow_run_id: str | None) -> str | None:
         async with get_client() as client:
             run = await client.read_flow_run(flow_run_id)
     except ObjectNotFound:
-        return f"flow run {flow_run_id} does not exist in Prefect"
+        return f"flow run {flow_run_id} does not exist in Prefect" if unknown_is_gone else None
     except Exception:
         return None
     if run.state and run.state.is_final():
@@ -149,7 +151,8 @@ async def _acquire(pool: HostPool, state_dir: str, host: str, owner: LockOwner, 
         reason = await stale_reason(holder)
         if reason:
             audit.append("lock.broken", host=host, owner=holder, reason=reason, by=owner.flow_run_id)
-            await pool[host].run(break_lock(state_dir))
+            # only if it still names that owner: another run may have broken it and taken it already
+            await pool[host].run(release_lock(state_dir, str(holder.get("flow_run_id"))))
             continue
         if time.monotonic() - started >= wait_s:
             raise LockHeld(host, holder, time.monotonic() - started)
@@ -220,4 +223,6 @@ async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wa
         finally:
             audit.append("deploy.unlocking", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
     finally:
-        await release_all(pool, desired, locked, owner.flow_run_id)
+        # every host, not just those we know we locked: a survey cut off after taking a lock
+        # must not leave it behind; the release is owner-checked, so this is safe
+        await release_all(pool, desired, hosts, owner.flow_run_id)

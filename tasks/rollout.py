@@ -28,7 +28,7 @@ from tasks.compose import compose_down, releases_dir
 from tasks.errors import HomelabError
 from tasks.facts import HostSurvey
 from tasks.health import container_logs
-from tasks.held import Held, Unwind
+from tasks.held import Held, Outcome
 from tasks.plan import ORPHANS, Change, Plan
 from tasks.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.remote import HostPool, current_phase
@@ -141,7 +141,7 @@ async def _take_snapshots(run: Rollout, phase: str, changes: list[Change]) -> tu
     for host in hosts:
         vm = inv.hosts[host].proxmox
         revert = SnapshotRevert(client, run.snapshot_log, phase, host, VmRef(vm.node, vm.vmid, vm.kind), name, start)
-        held.append(Held(lambda revert=revert: snapshot_vm(revert, spec.vmstate, keep)))
+        held.append(Held(lambda revert=revert: _snapshot(revert, spec.vmstate, keep)))
     outcomes = await asyncio.gather(*(h.result() for h in held), return_exceptions=True)
     errors = [f"snapshot of {host} failed: {o}" for host, o in zip(hosts, outcomes, strict=True)
               if isinstance(o, BaseException)]
@@ -149,7 +149,15 @@ async def _take_snapshots(run: Rollout, phase: str, changes: list[Change]) -> tu
     for h in held:
         if h not in taken:
             await asyncio.gather(h.task, return_exceptions=True)  # collect the failed task
-    return taken, "; ".join(errors) or None
+    if errors:  # the phase will not start: nothing to revert, keep what was taken
+        await asyncio.gather(*(h.commit() for h in taken))
+        return [], "; ".join(errors)
+    return taken, None
+
+
+async def _snapshot(revert: SnapshotRevert, vmstate: bool, keep: int) -> Outcome[None]:
+    await snapshot_vm(revert, vmstate, keep)
+    return Outcome(None, revert.run)
 
 
 def _blocked_by(desired: DesiredState, phase: str, failed: list[str]) -> str | None:
@@ -203,7 +211,11 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
                     return await _retire(run, change)
                 deploy = Held(lambda: deploy_stack(run, change))
                 held.append(deploy)
-                return await deploy.result()
+                try:
+                    return await deploy.result()
+                except Exception as exc:
+                    return StackResult(change.phase, change.host, change.stack, change.action, "failed",
+                                       reason=change.reason, error=f"internal error: {exc!r}")
 
         return list(await asyncio.gather(*(one(c) for c in lane)))
 
@@ -212,10 +224,10 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
     return sorted((r for lane in lanes for r in lane), key=lambda r: order[(r.host, r.stack)]), held
 
 
-async def deploy_stack(run: Rollout, change: Change) -> StackResult:
-    """Stage, up, health gate, record: the runbook for one stack on one host. It runs inside
-    the stack's own transaction (``Held``); a failure raises ``Unwind``, which rolls the
-    transaction back, so the stack returns to its previous release at once."""
+async def deploy_stack(run: Rollout, change: Change) -> Outcome[StackResult]:
+    """Stage, up, health gate, record: the runbook for one stack on one host. Returns the
+    result and the undo; ``Held`` stages the undo on the stack's transaction and rolls it
+    back at once if the stack failed, so it returns to its previous release."""
     inv, desired = run.desired.inventory, run.desired
     stack = desired.stacks[change.stack]
     spec = inv.stack(stack.name)
@@ -231,17 +243,19 @@ async def deploy_stack(run: Rollout, change: Change) -> StackResult:
                      inv.health_timeout_s(stack.name))
     marker = json.dumps({"release": release, "previous": previous.id if previous else None,
                          "flow_run_id": run.flow_run_id, "started_at": utc_now(), "commit": desired.commit})
+    armed = False  # the host changed (compose up was attempted): a failure must be undone
     try:
         image_map = await stage(run.pool, host, state_dir, stack.name, release, stack.compose, stack.images,
                                 spec.pull, stack.env_files)
-        await start(run.pool, host, state_dir, stack.name, release, marker, undo, sorted(stack.env_files))
+        armed = True
+        await start(run.pool, host, state_dir, stack.name, release, marker, sorted(stack.env_files))
         gate = await health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                  inv.health_timeout_s(stack.name), spec.health.containers)
         result.probe_output = gate.probe_output or None
         if not gate.ok:
             result.error = f"health gate failed: {gate.reason}"
-    except HomelabError as exc:
-        result.error = str(exc)
+    except Exception as exc:
+        result.error = str(exc) or type(exc).__name__
     if result.error:
         result.logs = await container_logs(run.pool[host], stack.name) if run.pool[host].connected else None
     record = ReleaseRecord(
@@ -255,10 +269,9 @@ async def deploy_stack(run: Rollout, change: Change) -> StackResult:
     except HomelabError as exc:
         result.error = result.error or f"healthy, but the release record was not written: {exc}"
     result.duration_s = time.monotonic() - started
-    if result.error:
-        raise Unwind(result)
-    result.result = "healthy"
-    return result
+    if not result.error:
+        result.result = "healthy"
+    return Outcome(result, undo.run if armed else None, failed=bool(result.error))
 
 
 async def _retire(run: Rollout, change: Change) -> StackResult:

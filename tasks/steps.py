@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.transactions import BaseTransaction, get_transaction
 
 from deployments.inventory import HealthCheck
-from tasks.compose import compose_pull, image_ids, release_compose_file, release_dir, stage_release, start_release
+from tasks.compose import image_ids, pull_images, release_compose_file, release_dir, stage_release, start_release
 from tasks.errors import RemoteCommandError
 from tasks.facts import HostSurvey
 from tasks.health import GateResult, wait_healthy
@@ -19,7 +18,6 @@ from tasks.releases import ReleaseRecord, commit_release
 from tasks.remote import HostPool, is_transient
 from tasks.secrets import RenderedEnvFile
 from tasks.survey import read_survey
-from tasks.undo import StackUndo
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -50,14 +48,14 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
     refs = list(dict.fromkeys(images.values()))
     if pull == "always":
         await transport.upload(path, compose)
-        await transport.run(compose_pull(state_dir, stack, release))
+        await transport.run(pull_images(refs))
         found = await transport.run(image_ids(refs), check=False)
     else:
         found = await transport.run(stage_release(path, refs), input=compose, check=False)
         if found.exit_status == 97:
             raise RemoteCommandError(host, f"upload of {path}", 97, found.stderr)
         if not found.ok and pull == "missing":
-            await transport.run(compose_pull(state_dir, stack, release))
+            await transport.run(pull_images(refs))
             found = await transport.run(image_ids(refs), check=False)
     if not found.ok:
         raise RemoteCommandError(host, f"image check for {stack}", found.exit_status,
@@ -67,19 +65,9 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
 
 @task(name="compose-up", task_run_name="up {stack}@{host}", **REMOTE)
 async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: str, marker: str,
-                undo: StackUndo, env_files: list[str] | None = None) -> None:
-    """Mark the stack pending, install its env files and bring the release up. If the
-    surrounding transaction rolls back (this step failed, or the policy undoes the phase or
-    the run), ``undo`` runs."""
-    get_transaction().set("undo", undo)
+                env_files: list[str] | None = None) -> None:
+    """Mark the stack pending, install its env files and bring the release up."""
     await pool[host].run(start_release(state_dir, stack, release, marker, env_files or []))
-
-
-@start.on_rollback
-async def _undo_start(txn: BaseTransaction) -> None:
-    undo: StackUndo | None = txn.get("undo", None)
-    if undo is not None:
-        await undo.run()
 
 
 @task(name="health-gate", task_run_name="health {stack}@{host}", **REMOTE)

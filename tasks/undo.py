@@ -1,7 +1,7 @@
 """Undoing a stack's deploy: back to the exact previous release, or down if it had none.
 
-``StackUndo`` is what the compose-up task leaves in its Prefect transaction; the task's
-``on_rollback`` hook calls ``StackUndo.run``. The hook never raises (Prefect would stop
+``StackUndo.run`` is staged as the ``on_rollback`` hook of the stack's transaction (see
+``tasks/held.py``) once compose-up has been attempted. It never raises (Prefect would stop
 unwinding the other steps); it writes what happened into the run's ``RollbackJournal``.
 """
 
@@ -42,11 +42,6 @@ class StackUndo:
     services: tuple[str, ...] = ()  # of the previous release
     checks: list[HealthCheck] = field(default_factory=list)
     health_timeout_s: float = 60
-
-    def __deepcopy__(self, memo: dict) -> StackUndo:
-        # Prefect's transaction store deep-copies values on read; this is a handle on live
-        # connections, not data, so every reader must get the same object.
-        return self
 
     async def run(self) -> None:
         try:

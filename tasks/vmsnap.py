@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.transactions import BaseTransaction, get_transaction
 
 from deployments.inventory import Inventory
 from tasks.errors import HomelabError
@@ -44,9 +43,6 @@ class SnapshotRevert:
     name: str
     start: bool
 
-    def __deepcopy__(self, memo: dict) -> SnapshotRevert:
-        return self  # a handle on a live client, shared by every reader of the transaction
-
     async def run(self) -> None:
         try:
             await asyncio.to_thread(self.client.rollback, self.vm, self.name, start=self.start)
@@ -59,8 +55,8 @@ class SnapshotRevert:
 @task(name="snapshot-vm", task_run_name="snapshot {revert.host} {revert.name}", cache_policy=NONE,
       persist_result=False)
 async def snapshot_vm(revert: SnapshotRevert, vmstate: bool, keep: int) -> None:
-    """Take the snapshot (the phase does not start without it), then prune our old ones."""
-    get_transaction().set("revert", revert)
+    """Take the snapshot (the phase does not start without it), then prune our old ones.
+    ``revert.run`` is its undo, staged on the phase's held transaction."""
     await asyncio.to_thread(revert.client.create, revert.vm, revert.name, vmstate=vmstate,
                             description=f"homelab-orchestrator: before phase {revert.phase}")
     revert.log.note(phase=revert.phase, host=revert.host, vm=str(revert.vm), name=revert.name, result="taken")
@@ -69,10 +65,3 @@ async def snapshot_vm(revert: SnapshotRevert, vmstate: bool, keep: int) -> None:
     except HomelabError as exc:  # an old snapshot left behind is no reason to stop the deploy
         revert.log.note(phase=revert.phase, host=revert.host, vm=str(revert.vm), name=revert.name,
                         result="prune failed", error=str(exc))
-
-
-@snapshot_vm.on_rollback
-async def _revert_snapshot(txn: BaseTransaction) -> None:
-    revert: SnapshotRevert | None = txn.get("revert", None)
-    if revert is not None:
-        await revert.run()

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,17 +43,21 @@ def audit_events(event: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["event"] == event]
 
 
-async def running_flow_run() -> str:
-    """A flow run that Prefect says is RUNNING: a live lock owner on another machine."""
-    from prefect import flow, get_client
-    from prefect.states import Running
+async def flow_run_in(state_name: str = "Running") -> str:
+    """A flow run Prefect knows, in the given state (Running: a live owner elsewhere)."""
+    from prefect import flow, get_client, states
 
     @flow(name="someone-elses-deploy")
     def someone_elses_deploy() -> None: ...
 
     async with get_client() as client:
-        run = await client.create_flow_run(someone_elses_deploy, name="holder", state=Running())
+        run = await client.create_flow_run(someone_elses_deploy, name="holder",
+                                           state=getattr(states, state_name)())
     return str(run.id)
+
+
+async def running_flow_run() -> str:
+    return await flow_run_in("Running")
 
 
 async def test_a_held_lock_makes_the_deploy_wait_then_fail_naming_the_owner(clean_lab: Path) -> None:
@@ -72,16 +77,43 @@ async def test_a_held_lock_makes_the_deploy_wait_then_fail_naming_the_owner(clea
     assert lock_owner("vps") is None and lock_owner("rtx1080") is None
 
 
-async def test_a_stale_lock_is_broken_with_an_audit_record(clean_lab: Path) -> None:
-    gone = str(uuid.uuid4())  # a flow run Prefect never heard of
-    place_lock("vps", {"flow_run_id": gone, "user": "bob", "host": "elsewhere", "pid": 1,
-                       "started_at": "2026-11-26T22:00:00+00:00", "commit": None})
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        pid += 1
+
+
+@pytest.mark.parametrize(("case", "why"), [
+    ("this machine, process gone", "is gone"),
+    ("another machine, run finished", "is completed"),
+])
+async def test_a_stale_lock_is_broken_with_an_audit_record(clean_lab: Path, case: str, why: str) -> None:
+    if case.startswith("this machine"):
+        owner = {"flow_run_id": str(uuid.uuid4()), "host": socket.gethostname(), "pid": _dead_pid()}
+    else:
+        owner = {"flow_run_id": await flow_run_in("Completed"), "host": "elsewhere", "pid": 1}
+    place_lock("vps", owner | {"user": "bob", "started_at": "2026-11-26T22:00:00+00:00", "commit": None})
     state, report = await deploy(clean_lab, ref="v1", lock_wait_s=5)
     assert state.is_completed(), report
-    broken = [r for r in audit_events("lock.broken") if r["owner"]["flow_run_id"] == gone]
-    assert broken and "does not exist in Prefect" in broken[0]["reason"]
+    broken = [r for r in audit_events("lock.broken") if r["owner"]["flow_run_id"] == owner["flow_run_id"]]
+    assert broken and why in broken[0]["reason"]
     assert lock_owner("vps") is None  # released at the end
     assert audit.verify() == []
+
+
+async def test_an_unknown_run_on_another_machine_is_not_taken_for_stale(clean_lab: Path) -> None:
+    """It may report to another Prefect server: the lock is respected, never broken."""
+    stranger = str(uuid.uuid4())
+    place_lock("rtx1080", {"flow_run_id": stranger, "user": "carol", "host": "laptop", "pid": 1,
+                           "started_at": "2026-11-26T22:00:00+00:00", "commit": None})
+    state, error = await deploy(clean_lab, ref="v1", lock_wait_s=2)
+    assert state.is_failed()
+    assert isinstance(error, LockHeld) and stranger in str(error)
+    assert lock_owner("rtx1080")["flow_run_id"] == stranger
 
 
 async def test_two_concurrent_deploys_never_overlap_on_a_host(clean_lab: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tasks.compose import (
+    PULL,
     RESTORE,
     SETTLE_ROLLBACK,
     STAGE,
@@ -20,9 +21,9 @@ from tasks.compose import (
     compose,
     compose_down,
     compose_logs,
-    compose_pull,
     compose_up,
     image_ids,
+    pull_images,
     release_compose_file,
     release_dir,
     releases_dir,
@@ -55,12 +56,8 @@ BUILDERS = [
     ("compose_up", compose_up(".homelab", "media", REL),
      ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
       "-f", f".homelab/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
-    ("compose_pull all", compose_pull(".homelab", "media", REL),
-     ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
-      "-f", f".homelab/releases/media/{REL}/compose.yaml", "pull", "--quiet"]),
-    ("compose_pull services", compose_pull("/srv/state", "authentik", REL, ["server", "worker"]),
-     ["docker", "compose", "-p", "authentik", "--project-directory", "/srv/state/stacks/authentik",
-      "-f", f"/srv/state/releases/authentik/{REL}/compose.yaml", "pull", "--quiet", "server", "worker"]),
+    ("pull_images", pull_images(["redis:7", "ghcr.io/x/y:1"]), ["sh", "-c", PULL, "pull-images", "redis:7",
+                                                                  "ghcr.io/x/y:1"]),
     ("compose_logs default", compose_logs("media"),
      ["docker", "compose", "-p", "media", "logs", "--no-color", "--timestamps", "--tail", "50"]),
     ("compose_logs tail", compose_logs("media", tail=7),
@@ -124,7 +121,7 @@ ODD_STATE = "/srv/home lab/it's $HOME; touch pwned; `touch pwned2`"
 
 ODD_BUILT = {
     "compose_up": compose_up(ODD_STATE, "media", REL),
-    "compose_pull": compose_pull(ODD_STATE, "media", REL, ["web server"]),
+    "pull_images": pull_images(["web server:1"]),
     "compose_logs": compose_logs("media"),
     "compose_down": compose_down("media"),
     "image_ids": image_ids(["nginx:1.27", "ghcr.io/x/y@sha256:abc"]),
@@ -143,7 +140,7 @@ def test_shlex_join_round_trips_to_the_same_argv(argv):
     assert shlex.split(joined) == argv
 
 
-@pytest.mark.parametrize("name", ["compose_up", "compose_pull", "compose_logs", "compose_down", "image_ids"])
+@pytest.mark.parametrize("name", ["compose_up", "compose_logs", "compose_down", "image_ids"])
 def test_a_real_shell_sees_exactly_the_built_arguments(name, fake_bin, tmp_path):
     """Run the joined string through sh with a fake docker that echoes its argv."""
     env = fake_bin("docker", """printf '%s\\0' "$@" > "$ARGS_OUT"\n""")
@@ -415,3 +412,13 @@ def test_restore_release_retags_then_runs_and_reports_a_missing_image(fake_bin, 
     assert lines[1].startswith("compose -p media ")
     missing = _run(restore_release(".homelab", "media", REL, {"gone:1": "sha256:00"}), env=env)
     assert missing.returncode == 98
+
+
+def test_pull_images_pulls_each_reference_and_stops_at_the_first_failure(fake_bin, tmp_path):
+    log = tmp_path / "log"
+    env = fake_bin("docker", f'echo "$*" >> {log}; [ "$3" = bad:1 ] && exit 1; exit 0\n')
+    assert _run(pull_images(["a:1", "b:2"]), env=env).returncode == 0
+    assert log.read_text().splitlines() == ["pull -q a:1", "pull -q b:2"]
+    log.unlink()
+    assert _run(pull_images(["bad:1", "c:3"]), env=env).returncode == 1
+    assert log.read_text().splitlines() == ["pull -q bad:1"]
