@@ -3,9 +3,9 @@ host's stacks in parallel up to ``max_parallel``. Every result is collected befo
 is judged (fabric's GroupResult); then the phase's failure policy decides.
 
 Undo uses Prefect transactions: each stack deploy is a transaction (held open by ``Held``
-until the run decides), and the compose-up task registers the stack's undo as its
-``on_rollback`` hook. A failing stack's own transaction always unwinds at once, so no host is
-left on a half-deployed release. Then the phase's policy decides:
+until the run decides) whose ``on_rollback`` hook is the stack's undo, staged once compose-up
+was attempted. A failing stack's own transaction always unwinds at once, so no host is left
+on a half-deployed release. Then the phase's policy decides:
 
 - ``halt``: stop; later phases are ``not-run``; everything else that succeeded stays.
 - ``rollback-phase``: also undo every stack this phase changed; stop.

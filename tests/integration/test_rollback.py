@@ -123,3 +123,31 @@ async def test_failed_run_raises_deploy_failed_with_the_report(clean_lab: Path) 
     error = await state.aresult(raise_on_failure=False)
     assert isinstance(error, DeployFailed)
     assert "1 failed" in str(error)
+
+
+async def test_a_failing_compose_up_is_undone(clean_lab: Path, tmp_path: Path) -> None:
+    """compose up itself fails half-way (the old container is already gone): the stack is
+    put back on its previous release at once."""
+    import subprocess
+
+    import yaml
+
+    copy = tmp_path / "config"
+    subprocess.run(["git", "clone", "-q", str(clean_lab.parent), str(copy)], check=True)
+    subprocess.run(["git", "-C", str(copy), "checkout", "-q", "v1"], check=True)
+    _, first = await deploy(copy / "homelab.yaml", only=["newsletter"])
+    assert first["result"] == "success"
+    before = current_release("vps", "newsletter")
+    compose_file = copy / "stacks/newsletter/compose.yaml"
+    compose = yaml.safe_load(compose_file.read_text())
+    compose["services"]["web"]["network_mode"] = "container:no-such-container"  # fails at create
+    compose_file.write_text(yaml.safe_dump(compose))
+
+    state, report = await deploy(copy / "homelab.yaml", only=["newsletter"])
+    assert state.is_failed()
+    newsletter = by_stack(report)[("vps", "newsletter")]
+    assert newsletter["result"] == "failed"
+    assert "exited with" in newsletter["error"]  # the compose up command failed
+    assert newsletter["rollback"] == f"restored release {before} (healthy)"
+    assert current_release("vps", "newsletter") == before
+    assert stack_health("vps", "newsletter") == {"web": "healthy"}
