@@ -106,7 +106,8 @@ async def test_rollback_phase_undoes_the_failing_phase_but_keeps_earlier_phases(
 
 
 async def test_continue_runs_the_phases_that_do_not_depend_on_the_failed_one(clean_lab: Path) -> None:
-    _, _ = await deploy(clean_lab, ref="v1")
+    _, first = await deploy(clean_lab, ref="v1")
+    assert first["result"] == "success", first
     _, report = await deploy(clean_lab, ref="v3-broken", on_failure="continue")
     assert report["result"] == "failed"
     stacks = by_stack(report)
