@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from deployments.inventory import load_inventory
+
 ROOT = Path(__file__).resolve().parents[2]
 HOMELAB = [sys.executable, "-m", "deployments.cli"]
 
@@ -34,7 +36,8 @@ def test_real_inventory_is_refused_outside_the_allowed_networks() -> None:
     done = homelab("status", "-i", "deployments/homelab.yaml", "--json")
     assert done.returncode == 1
     hosts = json.loads(done.stdout)["hosts"]
-    for host, address in (("vps", "91.107.198.37"), ("thinkpad", "192.168.16.7"), ("rtx1080", "192.168.17.1")):
+    real = load_inventory(ROOT / "deployments/homelab.yaml").hosts
+    for host, address in ((name, spec.address) for name, spec in real.items()):
         assert hosts[host]["reachable"] is False
         assert f"address {address} is outside HOMELAB_ALLOWED_NETWORKS" in hosts[host]["error"]
 

@@ -7,11 +7,13 @@ import ipaddress
 import re
 import shlex
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 import tasks.remote as remote
+from deployments.inventory import load_inventory
 from tasks.compose import upload_file
 from tasks.errors import (
     AddressNotAllowed,
@@ -41,13 +43,17 @@ LAB = "10.203.0.0/24,127.0.0.0/8"
 # HOMELAB_ALLOWED_NETWORKS
 # ---------------------------------------------------------------------------------------------
 
+# The real homelab's addresses, from its inventory: the transport must refuse every one of them.
+REAL = {name: host.address for name, host in
+        load_inventory(Path(__file__).resolve().parents[2] / "deployments/homelab.yaml").hosts.items()}
+
 
 @pytest.mark.parametrize(("raw", "expected"), [
     ("", None),
     ("10.203.0.0/24", ["10.203.0.0/24"]),
     (" 10.203.0.0/24 , 127.0.0.0/8 ,", ["10.203.0.0/24", "127.0.0.0/8"]),
     ("10.203.0.7/24", ["10.203.0.0/24"]),  # host bits are tolerated
-    ("192.168.16.7", ["192.168.16.7/32"]),
+    ("192.168.99.7", ["192.168.99.7/32"]),
     ("::1/128,fd00::/8", ["::1/128", "fd00::/8"]),
 ])
 def test_allowed_networks_parsing(raw, expected):
@@ -68,8 +74,7 @@ def test_a_bad_cidr_refuses_everything(raw):
         allowed_networks(raw)
 
 
-@pytest.mark.parametrize(("host", "address"), [("vps", "91.107.198.37"), ("thinkpad", "192.168.16.7"),
-                                               ("rtx1080", "192.168.17.1"), ("lab", "10.203.1.12")])
+@pytest.mark.parametrize(("host", "address"), [*REAL.items(), ("lab", "10.203.1.12")])
 def test_check_allowed_refuses_addresses_outside_the_lab(host, address):
     with pytest.raises(AddressNotAllowed) as caught:
         check_allowed(host, address, allowed_networks(LAB))
@@ -83,7 +88,7 @@ def test_check_allowed_accepts_lab_addresses(address):
 
 
 def test_check_allowed_without_a_list_allows_anything():
-    check_allowed("vps", "91.107.198.37", None)
+    check_allowed("vps", REAL["vps"], None)
 
 
 @pytest.fixture
@@ -101,8 +106,8 @@ def no_network(monkeypatch):
 
 def test_resolve_allowed_refuses_a_disallowed_ip_without_network_io(monkeypatch, no_network):
     monkeypatch.setenv(ALLOWED_NETWORKS_ENV, LAB)
-    with pytest.raises(AddressNotAllowed, match=re.escape("vps: address 91.107.198.37 is outside")):
-        asyncio.run(resolve_allowed("vps", "91.107.198.37"))
+    with pytest.raises(AddressNotAllowed, match=re.escape(f"vps: address {REAL['vps']} is outside")):
+        asyncio.run(resolve_allowed("vps", REAL["vps"]))
 
 
 def test_resolve_allowed_returns_an_allowed_ip_unchanged(monkeypatch, no_network):
@@ -117,10 +122,10 @@ def test_resolve_allowed_without_a_list_does_not_resolve_names(monkeypatch, no_n
 
 def test_resolve_allowed_checks_every_address_a_name_resolves_to(monkeypatch):
     monkeypatch.setenv(ALLOWED_NETWORKS_ENV, LAB)
-    answers = [(2, 1, 6, "", ("10.203.0.12", 22)), (2, 1, 6, "", ("192.168.16.7", 22))]
+    answers = [(2, 1, 6, "", ("10.203.0.12", 22)), (2, 1, 6, "", ("192.168.99.7", 22))]
 
     monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: answers)
-    with pytest.raises(AddressNotAllowed, match=re.escape("192.168.16.7")):
+    with pytest.raises(AddressNotAllowed, match=re.escape("192.168.99.7")):
         asyncio.run(resolve_allowed("thinkpad", "thinkpad.home.arpa"))
     answers = answers[:1]
     assert asyncio.run(resolve_allowed("thinkpad", "thinkpad.home.arpa")) == "10.203.0.12"
