@@ -81,10 +81,16 @@ def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_h
     if record.config_hash != want_hash:
         return Change(phase, host, stack, "update",
                       f"config changed ({_short(record.config_hash)} -> {_short(want_hash)})", record.id)
-    health = judge_project(services, facts.project(stack))
+    containers = facts.project(stack)
+    health = judge_project(services, containers)
     if not health.ok:
         return Change(phase, host, stack, "update", f"release {record.id} is current but {health.reason}",
                       record.id)
+    recorded = set(record.images.values())
+    strays = [c.name for c in containers if recorded and c.image_id not in recorded]
+    if strays:  # e.g. an image re-pulled or a container recreated by hand behind our back
+        return Change(phase, host, stack, "update", f"release {record.id} is current but {', '.join(strays)} "
+                      "run(s) an image that is not the release's", record.id)
     return Change(phase, host, stack, "unchanged", f"release {record.id} is current and healthy", record.id)
 
 

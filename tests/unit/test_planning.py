@@ -28,8 +28,9 @@ def desired(*stacks: DesiredStack) -> DesiredState:
     return DesiredState(INVENTORY, "homelab.yaml", "c0ffee", {s.name: s for s in stacks})
 
 
-def release(stack_name: str, config: str = WANT, status: str = "active", rid: str = "R1") -> ReleaseRecord:
-    return ReleaseRecord(id=rid, stack=stack_name, host="alpha", commit=None, config_hash=config, images={},
+def release(stack_name: str, config: str = WANT, status: str = "active", rid: str = "R1",
+            images: dict[str, str] | None = None) -> ReleaseRecord:
+    return ReleaseRecord(id=rid, stack=stack_name, host="alpha", commit=None, config_hash=config, images=images or {},
                          created_at="2026-02-01T12:00:00+00:00", flow_run_id=None, status=status)
 
 
@@ -65,6 +66,11 @@ SINGLE = [
      "release R1 is current and healthy"),
     ("same hash, running without healthcheck", facts({"web": release("web")}, (container("web"),)), "unchanged",
      "current and healthy"),
+    ("same hash, healthy, the recorded image", facts({"web": release("web", images={"web:1": "sha256:1"})},
+                                                     (container("web"),)), "unchanged", "current and healthy"),
+    ("same hash, healthy, another image", facts({"web": release("web", images={"web:1": "sha256:2"})},
+                                                (container("web"),)), "update",
+     "web-web-1 run(s) an image that is not the release's"),
 ]
 
 
