@@ -281,13 +281,6 @@ class HostPool:
     def __getitem__(self, name: str) -> SshTransport:
         return self.transports[name]
 
-    async def connect_all(self) -> dict[str, Exception]:
-        """Open every connection in parallel; returns the failures by host."""
-        names = list(self.transports)
-        outcomes = await asyncio.gather(*(self.transports[n].connection() for n in names),
-                                        return_exceptions=True)
-        return {n: o for n, o in zip(names, outcomes, strict=True) if isinstance(o, BaseException)}
-
     def remote_seconds(self) -> dict[str, dict[str, float]]:
         """phase -> host -> busy seconds."""
         out: dict[str, dict[str, float]] = defaultdict(dict)
