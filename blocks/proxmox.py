@@ -1,7 +1,7 @@
 """Prefect Block holding the Proxmox API URL, API token and CA: what snapshot tasks need.
 
-The plain settings object and the env-var reader live in ``tasks/snapshots.py`` so that module
-stays free of Prefect.
+The plain settings object and the env-var reader live in ``tasks/integrations/proxmox/settings.py``, so that
+package stays free of Prefect.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from tasks.snapshots import ProxmoxSettings
+from tasks.integrations.proxmox.settings import ProxmoxSettings
 
 
 class ProxmoxAccess(Block):

@@ -1,7 +1,7 @@
 """Prefect Block holding the Vault / OpenBao address, CA and AppRole that the secrets tasks need.
 
-The plain settings object and the env-var reader are in ``tasks/secrets.py``, so that module
-stays free of Prefect.
+The plain settings object and the env-var reader are in ``tasks/integrations/vault/settings.py``, so that
+package stays free of Prefect.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from tasks.secrets import VaultSettings
+from tasks.integrations.vault.settings import VaultSettings
 
 
 class VaultAccess(Block):

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tasks.errors import ServerError
+from model.errors import ServerError
 
 HOST, PORT = "127.0.0.1", 4200
 API_URL = f"http://{HOST}:{PORT}/api"

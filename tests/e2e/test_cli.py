@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deployments.inventory import load_inventory
+from model.inventory_loader import load_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 HOMELAB = [sys.executable, "-m", "deployments.cli"]

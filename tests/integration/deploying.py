@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from lab import manager, topology
-from tasks.errors import DeployFailed
+from model.errors import DeployFailed
 
 
 async def deploy(inventory: Path, **params: object) -> tuple[object, dict | BaseException]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import manager, topology
-from tasks.errors import HostKeyRejected, PreflightFailed
+from model.errors import HostKeyRejected, PreflightFailed
 from tests.integration.deploying import (
     container_ids,
     current_release,
@@ -144,10 +144,10 @@ async def test_changed_host_key_is_refused(clean_lab: Path, tmp_path: Path) -> N
 
 
 async def test_host_key_rejection_is_not_retried(lab_inventory: Path, tmp_path: Path) -> None:
-    from tasks.remote import SshTarget, SshTransport
+    from tasks.engine.transport import SshTarget, SshTransport
 
     (tmp_path / "known_hosts").write_text("")
-    target = SshTarget("vps", topology.HOSTS["vps"], 22, "root", tmp_path / "known_hosts",
-                       topology.client_key_path(), connect_timeout_s=5)
+    target = SshTarget(name="vps", address=topology.HOSTS["vps"], port=22, user="root",
+                       known_hosts=tmp_path / "known_hosts", identity=topology.client_key_path(), connect_timeout_s=5)
     with pytest.raises(HostKeyRejected, match="unknown or changed"):
         await SshTransport(target).run(["true"])

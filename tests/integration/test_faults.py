@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import manager
-from tasks.errors import PreflightFailed
+from model.errors import PreflightFailed
 from tests.integration.deploying import container_ids, current_release, deploy, results, stack_health
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]

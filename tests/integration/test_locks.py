@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from lab import manager
-from tasks import audit
-from tasks.locks import LockHeld
+from tasks.engine import audit
+from tasks.engine.locks import LockHeld
 from tests.integration.deploying import current_release, deploy, on_host, results, stack_health
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]

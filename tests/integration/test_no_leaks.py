@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab import manager, topology
-from tasks import audit
+from tasks.engine import audit
 from tests.integration.secretlab import container_env, homelab, lab_copy
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]

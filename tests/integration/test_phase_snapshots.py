@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.snapshots import ProxmoxSnapshots, VmRef, is_ours, settings_from_env
+from tasks.integrations.proxmox.client import ProxmoxSnapshots
+from tasks.integrations.proxmox.names import is_ours
+from tasks.integrations.proxmox.settings import settings_from_env
+from tasks.integrations.proxmox.vm import VmRef
 from tests.integration.deploying import current_release, deploy, project_container_ids, results
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]

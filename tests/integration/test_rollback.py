@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.errors import DeployFailed
+from model.errors import DeployFailed
 from tests.integration.deploying import (
     container_ids,
     current_release,

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from lab import manager
-from tasks.secrets import SecretsError
+from tasks.integrations.vault.errors import SecretsError
 from tests.integration.deploying import container_ids, deploy, on_host, results
 from tests.integration.secretlab import canary, container_env, homelab, lab_copy
 

@@ -16,15 +16,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks import snapshots
-from tasks.snapshots import (
-    ProxmoxSettings,
-    ProxmoxSnapshots,
-    SnapshotError,
-    VmRef,
-    is_ours,
-    snapshot_name,
-)
+from tasks.integrations.proxmox import client as snapshots
+from tasks.integrations.proxmox.client import ProxmoxSnapshots
+from tasks.integrations.proxmox.errors import SnapshotError
+from tasks.integrations.proxmox.names import is_ours, snapshot_name
+from tasks.integrations.proxmox.settings import ProxmoxSettings
+from tasks.integrations.proxmox.vm import VmRef
 
 TOKEN_ID = "deploy@pve!homelab"
 SECRET = "4c1d9e0a-7b2f-4e55-9a31-secret-4f0c"

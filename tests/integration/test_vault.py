@@ -17,9 +17,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tasks import secrets as secrets_module
-from tasks.masking import SecretMasker
-from tasks.secrets import SecretRef, SecretsError, VaultReader, VaultSettings, render_env_files
+from model.inventory import StackSecret
+from model.masking import SecretMasker
+from tasks.integrations.vault import client as secrets_module
+from tasks.integrations.vault.client import VaultReader
+from tasks.integrations.vault.envfile import render_env_files
+from tasks.integrations.vault.errors import SecretsError
+from tasks.integrations.vault.settings import VaultSettings
 
 if TYPE_CHECKING:
     from tests.openbao import OpenBaoServer
@@ -104,16 +108,15 @@ def test_approle_login_and_read_latest_version(openbao: OpenBaoServer, prefix: s
     assert version == 2
     assert data == {"POSTGRES_PASSWORD": second, "POSTGRES_USER": "app", "PORT": "5432"}
     assert masker.mask(f"psql password={second} user=app port=5432") == "psql password=*** user=*** port=***"
-    assert reader.read_keys(SecretRef(path, ("POSTGRES_PASSWORD",))) == ({"POSTGRES_PASSWORD": second}, 2)
 
 
 def test_read_logs_in_by_itself_and_renders(openbao: OpenBaoServer, prefix: str):
     openbao.put(f"{prefix}/db", {"PASSWORD": canary("db")})
     openbao.put(f"{prefix}/app", {"KEY": canary("app")})
     reader = approle_reader(openbao, [f"{prefix}/db", f"{prefix}/app"])
-    refs = [SecretRef(f"{prefix}/db", ("PASSWORD",)), SecretRef(f"{prefix}/app", ("KEY",))]
+    refs = [StackSecret(path=f"{prefix}/db", keys=["PASSWORD"]), StackSecret(path=f"{prefix}/app", keys=["KEY"])]
 
-    files = render_env_files(refs, {ref.path: reader.read_keys(ref) for ref in refs})
+    files = render_env_files(refs, {ref.path: reader.read(ref.path) for ref in refs})
 
     assert files[".env.secrets"].versions == {f"{prefix}/app": 1, f"{prefix}/db": 1}
     assert files[".env.secrets"].content.startswith(b"KEY='S3CR3T-canary-app-")
@@ -134,18 +137,6 @@ def test_each_path_is_read_once_per_reader(openbao: OpenBaoServer, prefix: str):
     data["V"] = "changed by the caller"
     assert reader.read(path) == ({"V": old}, 1)  # callers get copies
     assert approle_reader(openbao, [path]).read(path) == ({"V": new}, 2)  # the next run sees the rotation
-
-
-def test_missing_key_names_path_and_key(openbao: OpenBaoServer, prefix: str):
-    path = f"{prefix}/app"
-    openbao.put(path, {"SECRET_KEY": canary("k"), "OTHER": canary("o")})
-    reader = approle_reader(openbao, [path])
-
-    exc = failure(reader.read_keys, SecretRef(path, ("SECRET_KEY", "SMTP_PASSWORD")))
-
-    assert f"secret secret/{path} (version 1) has no key SMTP_PASSWORD (it has keys OTHER, SECRET_KEY)" in str(exc)
-    assert openbao.addr in str(exc)
-    assert (exc.path, exc.key, exc.addr) == (path, "SMTP_PASSWORD", openbao.addr)
 
 
 def test_path_not_found(openbao: OpenBaoServer, prefix: str):
@@ -252,8 +243,8 @@ def test_write_cas_and_mismatch(openbao: OpenBaoServer, prefix: str, masker: Sec
     assert openbao.get(path) == ({"PASSWORD": second}, 2)
 
 
-def test_read_version_returns_the_old_value_after_rotation(openbao: OpenBaoServer, prefix: str,
-                                                           masker: SecretMasker):
+def test_write_cas_masks_the_new_value_and_refuses_a_negative_version(openbao: OpenBaoServer, prefix: str,
+                                                                      masker: SecretMasker):
     path = f"{prefix}/history"
     old, new = canary("old"), canary("new")
     openbao.put(path, {"PASSWORD": old})
@@ -262,13 +253,9 @@ def test_read_version_returns_the_old_value_after_rotation(openbao: OpenBaoServe
 
     assert reader.write_cas(path, {"PASSWORD": new}, cas=version) == 2
 
-    assert reader.read_version(path, 1) == {"PASSWORD": old}
-    assert reader.read_version(path, 2) == {"PASSWORD": new}
+    assert openbao.get(path) == ({"PASSWORD": new}, 2)
     assert masker.mask(f"{old} {new}") == "*** ***"
-    assert "not a KV version" in str(failure(reader.read_version, path, 0))
     assert "is not a check-and-set version" in str(failure(reader.write_cas, path, {"PASSWORD": new}, -1))
-    exc = failure(reader.read_version, path, 9)
-    assert f"read secret/{path} version 9 failed: version 9 does not exist (HTTP 404)" in str(exc)
 
 
 def test_write_denied_without_update(openbao: OpenBaoServer, prefix: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import audit
+from tasks.engine import audit
 
 
 @pytest.fixture

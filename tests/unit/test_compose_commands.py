@@ -6,39 +6,34 @@ import json
 import shlex
 import stat
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tasks.compose import (
-    PULL,
-    RESTORE,
-    SETTLE_ROLLBACK,
-    STAGE,
+from model.releases import ReleaseRecord
+from tasks.host_commands.compose import compose, compose_down, compose_logs, compose_up, image_ids, pull_images
+from tasks.host_commands.containers import wait_settled
+from tasks.host_commands.layout import release_compose_file, release_dir, releases_dir, stack_dir
+from tasks.host_commands.release_files import (
     START,
-    UPLOAD,
-    WAIT_SETTLED,
-    compose,
-    compose_down,
-    compose_logs,
-    compose_up,
-    image_ids,
-    pull_images,
-    release_compose_file,
-    release_dir,
-    releases_dir,
+    commit_release,
     restore_release,
     settle_rollback,
-    stack_dir,
     stage_release,
     start_release,
     upload_file,
-    wait_settled,
 )
-from tasks.facts import SURVEY, survey
-from tasks.releases import COMMIT_RELEASE, ReleaseRecord, commit_release
+from tasks.host_commands.survey import survey
 
 REL = "20260101T000000Z-aaaaaa"
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """``sh -c <script> <argv...>``: the script's name ($0) and its operands."""
+
+    argv: list[str]
 
 # ---------------------------------------------------------------------------------------------
 # exact argv
@@ -56,8 +51,8 @@ BUILDERS = [
     ("compose_up", compose_up(".homelab", "media", REL),
      ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
       "-f", f".homelab/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
-    ("pull_images", pull_images(["redis:7", "ghcr.io/x/y:1"]), ["sh", "-c", PULL, "pull-images", "redis:7",
-                                                                  "ghcr.io/x/y:1"]),
+    ("pull_images", pull_images(["redis:7", "ghcr.io/x/y:1"]), ScriptCall(["pull-images", "redis:7",
+                                                                  "ghcr.io/x/y:1"])),
     ("compose_logs default", compose_logs("media"),
      ["docker", "compose", "-p", "media", "logs", "--no-color", "--timestamps", "--tail", "50"]),
     ("compose_logs tail", compose_logs("media", tail=7),
@@ -66,43 +61,48 @@ BUILDERS = [
      ["docker", "compose", "-p", "media", "down", "--remove-orphans"]),
     ("image_ids", image_ids(["nginx:1.27", "redis:7"]),
      ["docker", "image", "inspect", "--format", "{{.Id}}", "nginx:1.27", "redis:7"]),
-    ("wait_settled", wait_settled("media", 2, 19.7), ["sh", "-c", WAIT_SETTLED, "wait-settled", "media", "2", "19"]),
+    ("wait_settled", wait_settled("media", 2, 19.7), ScriptCall(["wait-settled", "media", "2", "19"])),
     ("wait_settled past deadline", wait_settled("media", 1, -3),
-     ["sh", "-c", WAIT_SETTLED, "wait-settled", "media", "1", "0"]),
+     ScriptCall(["wait-settled", "media", "1", "0"])),
     ("stage_release", stage_release("s/r/compose.yaml", ["a:1", "b:2"]),
-     ["sh", "-c", STAGE, "stage-release", "s/r/compose.yaml", "644", "a:1", "b:2"]),
+     ScriptCall(["stage-release", "s/r/compose.yaml", "644", "a:1", "b:2"])),
     ("upload_file default mode", upload_file(".homelab/releases/media/x/compose.yaml"),
-     ["sh", "-c", UPLOAD, "upload", ".homelab/releases/media/x/compose.yaml", "644"]),
-    ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ["sh", "-c", UPLOAD, "upload", "/srv/a b/.env", "600"]),
-    ("upload_file 0o755", upload_file("run.sh", 0o755), ["sh", "-c", UPLOAD, "upload", "run.sh", "755"]),
+     ScriptCall(["upload", ".homelab/releases/media/x/compose.yaml", "644"])),
+    ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ScriptCall(["upload", "/srv/a b/.env", "600"])),
+    ("upload_file 0o755", upload_file("run.sh", 0o755), ScriptCall(["upload", "run.sh", "755"])),
     ("commit_release activate", commit_release(".homelab", "media", REL, 5, True),
-     ["sh", "-c", COMMIT_RELEASE, "commit-release", ".homelab/releases/media", REL, "5", "1", ""]),
+     ScriptCall(["commit-release", ".homelab/releases/media", REL, "5", "1", ""])),
     ("commit_release keep", commit_release("/srv/state", "redis", REL, 3, False),
-     ["sh", "-c", COMMIT_RELEASE, "commit-release", "/srv/state/releases/redis", REL, "3", "0", ""]),
+     ScriptCall(["commit-release", "/srv/state/releases/redis", REL, "3", "0", ""])),
     ("commit_release protect", commit_release("s", "redis", REL, 3, True, protect="OLD"),
-     ["sh", "-c", COMMIT_RELEASE, "commit-release", "s/releases/redis", REL, "3", "1", "OLD"]),
+     ScriptCall(["commit-release", "s/releases/redis", REL, "3", "1", "OLD"])),
     ("start_release", start_release("s", "media", REL, '{"release": "x"}', [".env.secrets"]),
-     ["sh", "-c", START, "start-release", "s/releases/media", '{"release": "x"}',
+     ScriptCall(["start-release", "s/releases/media", '{"release": "x"}',
       f"s/releases/media/{REL}", "s/stacks/media", "1", ".env.secrets",
       "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
-      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"])),
     ("restore_release", restore_release("s", "media", REL, {"b:2": "sha256:bb", "a:1": "sha256:aa"}),
-     ["sh", "-c", RESTORE, "restore-release", "a:1", "sha256:aa", "b:2", "sha256:bb", "--",
+     ScriptCall(["restore-release", "a:1", "sha256:aa", "b:2", "sha256:bb", "--",
       f"s/releases/media/{REL}", "s/stacks/media", "0",
       "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
-      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"])),
     ("settle_rollback restored", settle_rollback("s", "media", "OLD", REL),
-     ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", "s/releases/media", "OLD", REL]),
+     ScriptCall(["settle-rollback", "s/releases/media", "OLD", REL])),
     ("settle_rollback none", settle_rollback("s", "media", None, REL),
-     ["sh", "-c", SETTLE_ROLLBACK, "settle-rollback", "s/releases/media", "", REL]),
-    ("survey gpu", survey(".homelab", True), ["sh", "-c", SURVEY, "homelab-survey", ".homelab", "1"]),
-    ("survey no gpu", survey("/srv/state", False), ["sh", "-c", SURVEY, "homelab-survey", "/srv/state", "0"]),
+     ScriptCall(["settle-rollback", "s/releases/media", "", REL])),
+    ("survey gpu", survey(".homelab", True), ScriptCall(["homelab-survey", ".homelab", "1"])),
+    ("survey no gpu", survey("/srv/state", False), ScriptCall(["homelab-survey", "/srv/state", "0"])),
 ]
 
 
 @pytest.mark.parametrize(("built", "expected"), [b[1:] for b in BUILDERS], ids=[b[0] for b in BUILDERS])
 def test_builder_returns_exact_argv(built, expected):
-    assert built == expected
+    if isinstance(expected, ScriptCall):
+        # an inline script: its name ($0) and operands; what the script does is run in a real sh below
+        assert built[:2] == ["sh", "-c"]
+        assert built[3:] == expected.argv
+    else:
+        assert built == expected
 
 
 def test_compose_up_never_pulls_and_removes_orphans():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.report import DeployReport, StackResult, table
+from deployments.cli.common import table
+from tasks.engine.report import DeployReport, StackResult
 
 
 def result(outcome: str, **extra) -> StackResult:
@@ -32,7 +33,7 @@ def test_stack_result_ok(outcome, ok):
     (["healthy", "failed", "not-run"], False),
 ])
 def test_report_ok(outcomes, ok):
-    report = DeployReport("homelab.yaml", None, None, [result(o) for o in outcomes])
+    report = DeployReport(source="homelab.yaml", commit=None, flow_run_id=None, stacks=[result(o) for o in outcomes])
     assert report.ok is ok
     assert report.to_json()["result"] == ("success" if ok else "failed")
 
@@ -42,9 +43,10 @@ def test_report_json_fields():
         source="homelab.yaml@v2", commit="abc123", flow_run_id="0f9e8d7c-run",
         stacks=[
             result("healthy", duration_s=12.34567, release="R1", reason="config changed"),
-            StackResult("apps", "rtx1080", "media", "update", "failed", duration_s=30.0001, error="not healthy",
-                        logs="media-web-1 | boom", probe_output="http ...: got 503"),
-            StackResult("edge", "vps", "newsletter", "create", "not-run"),
+            StackResult(phase="apps", host="rtx1080", stack="media", action="update", result="failed",
+                        duration_s=30.0001, error="not healthy", logs="media-web-1 | boom",
+                        probe_output="http ...: got 503"),
+            StackResult(phase="edge", host="vps", stack="newsletter", action="create", result="not-run"),
         ],
         remote_seconds={"deploy": {"thinkpad": 1.5}}, wall_s=42.123456)
     out = report.to_json()
@@ -66,15 +68,16 @@ def test_report_json_fields():
 
 
 def test_summary_and_markdown():
-    report = DeployReport("homelab.yaml", "abc", None, [
+    report = DeployReport(source="homelab.yaml", commit="abc", flow_run_id=None, stacks=[
         result("unchanged"), result("unchanged"),
-        StackResult("apps", "rtx1080", "media", "update", "failed", error="exited | code 1\nsee logs")])
+        StackResult(phase="apps", host="rtx1080", stack="media", action="update", result="failed",
+                    error="exited | code 1\nsee logs")])
     assert report.summary() == "FAILED: 1 failed, 2 unchanged"
     md = report.markdown()
     assert md.startswith("# Deploy FAILED: 1 failed, 2 unchanged\n")
     assert "| apps | rtx1080 | media | update | failed | 0.0 | exited \\| code 1 see logs |" in md
     assert "## media on rtx1080 failed" in md
-    assert DeployReport("x", None, None, [result("unchanged")]).summary() == "success: 1 unchanged"
+    assert DeployReport(source="x", commit=None, stacks=[result("unchanged")]).summary() == "success: 1 unchanged"
 
 
 def test_table():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from unitsupport import git, line_of, write_tree
 
-from deployments.desired import config_hash, load_desired_state
-from tasks.errors import InventoryError, SourceError
+from model.desired import config_hash, load_desired_state
+from model.errors import InventoryError, SourceError
 
 INVENTORY = """
 hosts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.health import http_request, parse_status_line
+from tasks.engine.health import http_request, parse_status_line
 
 
 @pytest.mark.parametrize(("url", "expected"), [

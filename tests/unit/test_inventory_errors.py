@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from unitsupport import MINIMAL_COMPOSE, line_of, write_tree
 
-from deployments.desired import load_desired_state, parse_compose_images
-from deployments.inventory import HealthCheck, load_inventory, tcp_endpoint
-from deployments.yamlpos import format_path, load_with_lines
-from tasks.errors import InventoryError
+from model.desired import load_desired_state, parse_compose_images
+from model.errors import InventoryError
+from model.inventory import HealthCheck, tcp_endpoint
+from model.inventory_loader import load_inventory
+from model.yamlpos import format_path, load_with_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

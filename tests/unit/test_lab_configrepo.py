@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from unitsupport import git
 
-from deployments.desired import load_desired_state
-from deployments.inventory import load_inventory
 from lab import configrepo, topology
+from model.desired import load_desired_state
+from model.inventory_loader import load_inventory
 
 REAL = Path(__file__).resolve().parents[2] / "deployments" / "homelab.yaml"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.desired import DesiredStack, DesiredState, config_hash
-from deployments.inventory import Inventory
-from tasks.facts import Container, HostSurvey
-from tasks.plan import ORPHANS, Change, make_plan
-from tasks.releases import ReleaseRecord
+from model.desired import DesiredStack, DesiredState, config_hash
+from model.inventory import Inventory
+from model.releases import ReleaseRecord
+from tasks.engine.plan import ORPHANS, Change, make_plan
+from tasks.host_commands.containers import Container
+from tasks.host_commands.survey import HostSurvey
 
 WANT = config_hash(b"services:\n  web:\n    image: nginx:1.27\n")
 OLD = config_hash(b"services:\n  web:\n    image: nginx:1.26\n")
@@ -21,11 +22,12 @@ INVENTORY = Inventory.model_validate({
 
 def stack(name: str, phase: str, hosts: tuple[str, ...], services: tuple[str, ...] = ("web",),
           want: str = WANT) -> DesiredStack:
-    return DesiredStack(name, phase, hosts, b"", {s: f"{s}:1" for s in services}, want)
+    return DesiredStack(name=name, phase=phase, hosts=hosts, compose=b"", images={s: f"{s}:1" for s in services},
+                        config_hash=want)
 
 
 def desired(*stacks: DesiredStack) -> DesiredState:
-    return DesiredState(INVENTORY, "homelab.yaml", "c0ffee", {s.name: s for s in stacks})
+    return DesiredState(inventory=INVENTORY, source="homelab.yaml", commit="c0ffee", stacks={s.name: s for s in stacks})
 
 
 def release(stack_name: str, config: str = WANT, status: str = "active", rid: str = "R1",
@@ -140,5 +142,5 @@ def test_plan_json_has_no_internal_fields():
     plan = make_plan(desired(stack("web", "base", ("alpha",))), {"alpha": facts()})
     assert plan.to_json() == {"changes": [{"phase": "base", "host": "alpha", "stack": "web", "action": "create",
                                            "reason": "never deployed to this host"}]}
-    assert Change("p", "h", "s", "remove", "r", "R1").to_dict() == {"phase": "p", "host": "h", "stack": "s",
-                                                                     "action": "remove", "reason": "r"}
+    change = Change(phase="p", host="h", stack="s", action="remove", reason="r", current_release="R1")
+    assert change.to_dict() == {"phase": "p", "host": "h", "stack": "s", "action": "remove", "reason": "r"}

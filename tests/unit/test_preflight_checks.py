@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from unitsupport import make_gpu
 
-from tasks.facts import Gpu, HostSurvey
-from tasks.preflight import preflight_problems
+from tasks.engine.preflight import preflight_problems
+from tasks.host_commands.survey import HostSurvey
 
 GOOD = HostSurvey(engine_ok=True, engine_error=None, disk_free_mb=4096, disk_error=None, releases={},
-                  broken_releases={}, containers=(), gpus=(Gpu(0, "NVIDIA GeForce GTX 1080", 8192, 0, 0),))
+                  broken_releases={}, containers=(), gpus=(make_gpu(0, "NVIDIA GeForce GTX 1080", 8192, 0, 0),))
 
 
 def survey(**changes) -> HostSurvey:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.facts import Gpu, parse_nvidia_smi, parse_survey
-from tasks.preflight import preflight_problems
+from unitsupport import make_gpu
+
+from tasks.engine.preflight import preflight_problems
+from tasks.host_commands.gpu import parse_nvidia_smi
+from tasks.host_commands.survey import parse_survey
 
 DATA = Path(__file__).parent / "data"
 
@@ -18,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 def test_real_nvidia_smi_query_output_parses() -> None:
     gpus, error = parse_nvidia_smi((DATA / "nvidia-smi-h100.txt").read_text().strip())
     assert error is None
-    assert gpus == (Gpu(0, "NVIDIA H100 80GB HBM3", 81559, 0, 0),)
+    assert gpus == (make_gpu(0, "NVIDIA H100 80GB HBM3", 81559, 0, 0),)
 
 
 def test_real_survey_reports_the_gpu_and_the_missing_engine() -> None:

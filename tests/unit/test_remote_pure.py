@@ -12,10 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import tasks.remote as remote
-from deployments.inventory import load_inventory
-from tasks.compose import upload_file
-from tasks.errors import (
+import tasks.engine.busy_clock as remote
+from model.errors import (
     AddressNotAllowed,
     HomelabError,
     HostKeyRejected,
@@ -23,19 +21,13 @@ from tasks.errors import (
     RemoteCommandError,
     RemoteTimeout,
 )
-from tasks.facts import survey
-from tasks.releases import commit_release
-from tasks.remote import (
-    ALLOWED_NETWORKS_ENV,
-    BusyClock,
-    SecretMasker,
-    _short,
-    allowed_networks,
-    check_allowed,
-    current_phase,
-    is_transient,
-    resolve_allowed,
-)
+from model.inventory_loader import load_inventory
+from model.masking import SecretMasker
+from tasks.engine.busy_clock import BusyClock, current_phase
+from tasks.engine.netpolicy import ALLOWED_NETWORKS_ENV, allowed_networks, check_allowed, resolve_allowed
+from tasks.engine.transport import _short, is_transient
+from tasks.host_commands.release_files import commit_release, upload_file
+from tasks.host_commands.survey import survey
 
 LAB = "10.203.0.0/24,127.0.0.0/8"
 

@@ -8,29 +8,33 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tasks import remote
-from tasks import secrets as secrets_module
-from tasks.masking import SecretMasker
-from tasks.secrets import (
-    HASH_FILES,
-    RenderedEnvFile,
-    SecretRef,
-    SecretsError,
-    VaultReader,
-    VaultSettings,
-    hash_remote_files,
-    parse_remote_hashes,
-    random_secret,
-    render_env_files,
-    settings_from_env,
-    unsafe_reason,
-)
+from model.env_files import RenderedEnvFile
+from model.masking import SecretMasker
+from tasks.engine import transport as remote
+from tasks.host_commands.file_hashes import hash_remote_files, parse_remote_hashes
+from tasks.integrations.vault import client as secrets_module
+from tasks.integrations.vault.client import VaultReader
+from tasks.integrations.vault.envfile import random_secret, render_env_files, unsafe_reason
+from tasks.integrations.vault.errors import SecretsError
+from tasks.integrations.vault.settings import VaultSettings, settings_from_env
 
 CANARY = "S3CR3T-canary"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A stack's ``secrets:`` entry as the renderer reads it (without the inventory's validation,
+    so the renderer's own checks are reached)."""
+
+    path: str
+    keys: tuple[str, ...]
+    env_file: str = ".env.secrets"
+
 PG = "homelab/postgres"
 APP = "homelab/app"
 
@@ -261,9 +265,10 @@ def test_docker_compose_config_reads_rendered_env_file_back_verbatim(tmp_path: P
 
 
 def test_hash_remote_files_argv():
-    assert hash_remote_files([".homelab/stacks/db/.env.secrets", "/srv/a b/.env.mail"]) == [
-        "sh", "-c", HASH_FILES, "hash-files", ".homelab/stacks/db/.env.secrets", "/srv/a b/.env.mail"]
-    assert hash_remote_files([]) == ["sh", "-c", HASH_FILES, "hash-files"]
+    argv = hash_remote_files([".homelab/stacks/db/.env.secrets", "/srv/a b/.env.mail"])
+    assert argv[:2] == ["sh", "-c"]  # the script itself runs in a real sh below
+    assert argv[3:] == ["hash-files", ".homelab/stacks/db/.env.secrets", "/srv/a b/.env.mail"]
+    assert hash_remote_files([])[3:] == ["hash-files"]
 
 
 @pytest.mark.parametrize("bad", ["", "a\nb"], ids=["empty", "newline"])

@@ -7,17 +7,11 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from tasks.snapshots import (
-    MAX_NAME,
-    PREFIX,
-    ProxmoxSettings,
-    SnapshotError,
-    VmRef,
-    hint_for,
-    is_ours,
-    settings_from_env,
-    snapshot_name,
-)
+from tasks.integrations.proxmox.errors import SnapshotError
+from tasks.integrations.proxmox.hints import hint_for
+from tasks.integrations.proxmox.names import MAX_NAME, PREFIX, is_ours, snapshot_name
+from tasks.integrations.proxmox.settings import ProxmoxSettings, settings_from_env
+from tasks.integrations.proxmox.vm import VmRef
 
 RUN = "1a2b3c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d"
 WHEN = datetime(2026, 11, 27, 1, 2, 3, tzinfo=UTC)

@@ -6,21 +6,13 @@ import json
 import subprocess
 
 import pytest
-from unitsupport import DATA
+from unitsupport import DATA, make_gpu
 
-from tasks.facts import (
-    Container,
-    Gpu,
-    judge_project,
-    parse_containers,
-    parse_df,
-    parse_nvidia_smi,
-    parse_releases,
-    parse_survey,
-    split_sections,
-    survey,
-)
-from tasks.releases import ReleaseRecord, new_release_id
+from model.releases import ReleaseRecord, new_release_id
+from tasks.host_commands.containers import Container, judge_project, parse_containers
+from tasks.host_commands.gpu import parse_nvidia_smi
+from tasks.host_commands.sections import split_sections
+from tasks.host_commands.survey import parse_df, parse_releases, parse_survey, survey
 
 FULL = (DATA / "survey_rtx1080.txt").read_text()
 INSPECT = (DATA / "podman_inspect.json").read_text()
@@ -44,7 +36,7 @@ def test_full_survey_sample():
     assert s.broken_releases == {"redis": "release 20260130T000000Z-ffffff: unreadable record (JSONDecodeError)"}
     assert [c.name for c in s.containers] == ["newsletter-web-1", "authentik-worker-1", "media-web-1", "redis-web-1"]
     assert [c.name for c in s.project("newsletter")] == ["newsletter-web-1"]
-    assert s.gpus == (Gpu(0, "NVIDIA GeForce GTX 1080", 8192, 1234, 17),)
+    assert s.gpus == (make_gpu(0, "NVIDIA GeForce GTX 1080", 8192, 1234, 17),)
     assert s.gpu_error is None
     assert s.complete is True
 
@@ -144,7 +136,7 @@ def test_survey_script_output_round_trips_through_the_parser(fake_bin, tmp_path,
     assert s.releases == {"media": record}
     assert s.broken_releases == {}
     assert len(s.containers) == 4
-    assert s.gpus == ((Gpu(0, "NVIDIA GeForce GTX 1080", 8192, -1, 3),) if gpu else ())
+    assert s.gpus == ((make_gpu(0, "NVIDIA GeForce GTX 1080", 8192, -1, 3),) if gpu else ())
 
 
 def test_survey_keeps_the_containers_docker_found_when_one_vanished(fake_bin, tmp_path):
@@ -230,12 +222,13 @@ def test_parse_df(text, expected):
 # ---------------------------------------------------------------------------------------------
 
 SMI_CASES = [
-    ("one GPU", "0, NVIDIA GeForce GTX 1080, 8192, 1234, 17", (Gpu(0, "NVIDIA GeForce GTX 1080", 8192, 1234, 17),),
+    ("one GPU", "0, NVIDIA GeForce GTX 1080, 8192, 1234, 17", (make_gpu(0, "NVIDIA GeForce GTX 1080", 8192, 1234, 17),),
      None),
     ("two GPUs", "0, NVIDIA A100-SXM4-40GB, 40960, 0, 0\n1, NVIDIA A100-SXM4-40GB, 40960, 39000.0, 100",
-     (Gpu(0, "NVIDIA A100-SXM4-40GB", 40960, 0, 0), Gpu(1, "NVIDIA A100-SXM4-40GB", 40960, 39000, 100)), None),
+     (make_gpu(0, "NVIDIA A100-SXM4-40GB", 40960, 0, 0), make_gpu(1, "NVIDIA A100-SXM4-40GB", 40960, 39000, 100)),
+     None),
     ("N/A fields", "0, NVIDIA GeForce GTX 1080, [N/A], [N/A], [Not Supported]",
-     (Gpu(0, "NVIDIA GeForce GTX 1080", -1, -1, -1),), None),
+     (make_gpu(0, "NVIDIA GeForce GTX 1080", -1, -1, -1),), None),
     ("not a GPU host", "", (), None),
     ("driver missing", "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n@@failed 9",
      (), "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."),

@@ -6,6 +6,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+from tasks.host_commands.gpu import Gpu
+
 DATA = Path(__file__).parent / "data"
 
 MINIMAL_COMPOSE = "services:\n  web:\n    image: nginx:1.27\n"
@@ -41,3 +43,9 @@ def git(root: Path, *args: str) -> str:
          "-c", "init.defaultBranch=main", *args],
         capture_output=True, text=True, check=True)
     return done.stdout.strip()
+
+
+def make_gpu(index: int, name: str, total_mb: int, used_mb: int, utilization_pct: int) -> Gpu:
+    """A parsed GPU, in nvidia-smi's column order."""
+    return Gpu(index=index, name=name, memory_total_mb=total_mb, memory_used_mb=used_mb,
+               utilization_pct=utilization_pct)

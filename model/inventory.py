@@ -1,0 +1,216 @@
+"""The inventory's schema: hosts, ordered phases, and each phase's stacks with their health checks.
+
+``model.inventory_loader.load_inventory`` reads a YAML file into a validated ``Inventory``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # also a valid compose project name
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SshSettings(_Strict):
+    known_hosts: str = "~/.ssh/known_hosts"
+    identity: str = "~/.ssh/id_ed25519"
+    connect_timeout_s: float = Field(10, gt=0)
+    command_timeout_s: float = Field(300, gt=0)
+
+
+class Defaults(_Strict):
+    max_parallel: int = Field(4, ge=1, le=64, description="stacks deployed at once on one host")
+    keep_releases: int = Field(5, ge=2, le=100)
+    health_timeout_s: float = Field(120, gt=0)
+    min_free_disk_mb: int = Field(1024, ge=0)
+    state_dir: str = Field(".homelab", description="relative paths are under the deploy user's home")
+
+
+class ProxmoxVm(_Strict):
+    """The Proxmox guest a host runs in, for snapshots around risky phases."""
+
+    node: str
+    vmid: int = Field(ge=100)
+    kind: Literal["qemu", "lxc"] = "qemu"
+
+
+class ProxmoxSection(_Strict):
+    """Credentials come from this Prefect block, or from PROXMOX_URL / PROXMOX_TOKEN_ID /
+    PROXMOX_TOKEN_SECRET / PROXMOX_CA_FILE; never from the inventory itself."""
+
+    block: str | None = Field(None, description="name of a 'Homelab Proxmox Access' block")
+    keep_snapshots: int = Field(3, ge=1, le=50, description="snapshots made by the orchestrator kept per VM")
+    start_after_rollback: bool = True
+
+
+class Host(_Strict):
+    address: str
+    user: str = "root"
+    port: int = Field(22, ge=1, le=65535)
+    role: str = ""
+    environment: Literal["production", "staging"] = "production"
+    gpu: bool = False
+    min_free_disk_mb: int | None = Field(None, ge=0)
+    state_dir: str | None = None
+    proxmox: ProxmoxVm | None = None
+
+
+class HealthCheck(_Strict):
+    """One probe run from the host itself (through the SSH connection), so it also reaches
+    services that listen only on the host's loopback."""
+
+    http: str | None = None
+    tcp: str | int | None = None
+    expect_status: int = Field(200, ge=100, le=599)
+    timeout_s: float = Field(5, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthCheck:
+        if (self.http is None) == (self.tcp is None):
+            raise ValueError("a health check needs exactly one of `http` or `tcp`")
+        return self
+
+    @field_validator("http")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "http" or not parts.hostname or not parts.port:
+                raise ValueError("`http` must look like http://127.0.0.1:8080/health (scheme http, explicit port)")
+        return value
+
+    @field_validator("tcp")
+    @classmethod
+    def _tcp_target(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            tcp_endpoint(value)
+        return value
+
+    def endpoint(self) -> tuple[str, int]:
+        if self.http is not None:
+            parts = urlsplit(self.http)
+            return parts.hostname or "127.0.0.1", parts.port or 80
+        assert self.tcp is not None
+        return tcp_endpoint(self.tcp)
+
+    def describe(self) -> str:
+        return f"http {self.http}" if self.http else f"tcp {self.tcp}"
+
+
+def tcp_endpoint(value: str | int) -> tuple[str, int]:
+    """``5432`` or ``"127.0.0.1:5432"`` -> (host, port); raises ValueError otherwise."""
+    host, _, port = str(value).rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("`tcp` must be a port or host:port")
+    return host or "127.0.0.1", int(port)
+
+
+class Health(_Strict):
+    timeout_s: float | None = Field(None, gt=0, description="deadline for the whole gate")
+    containers: bool = Field(True, description="require every container running and, if it has one, healthy")
+    checks: list[HealthCheck] = []
+
+
+class StackSecret(_Strict):
+    """Keys of one KV v2 path in Vault, rendered into an env file next to the compose project
+    (reference it from the compose file with `env_file:`)."""
+
+    path: str = Field(min_length=1)
+    keys: Annotated[list[str], Field(min_length=1)]
+    env_file: str = ".env.secrets"
+
+    @field_validator("keys")
+    @classmethod
+    def _env_names(cls, keys: list[str]) -> list[str]:
+        bad = [k for k in keys if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(bad)}")
+        return keys
+
+    @field_validator("env_file")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if "/" in name or name in (".", "..") or not name:
+            raise ValueError("env_file must be a plain file name (it lives in the stack's directory)")
+        return name
+
+
+class VaultSection(_Strict):
+    """Credentials come from this Prefect block, or from VAULT_ADDR / VAULT_CACERT /
+    VAULT_ROLE_ID + VAULT_SECRET_ID (AppRole) / VAULT_TOKEN (development)."""
+
+    block: str | None = Field(None, description="name of a 'Homelab Vault Access' block")
+
+
+class Stack(_Strict):
+    hosts: Annotated[list[str], Field(min_length=1)]
+    secrets: list[StackSecret] = []
+    compose: str | None = None
+    pull: Literal["missing", "always", "never"] = "missing"
+    description: str = ""
+    health: Health = Health()
+
+
+FailurePolicy = Literal["halt", "rollback-phase", "rollback-all", "continue"]
+
+
+class Phase(_Strict):
+    depends_on: list[str] = []
+    on_failure: FailurePolicy = Field("halt", description="what a failed stack does to the rest of the run")
+    snapshot: bool = Field(False, description="snapshot the phase's Proxmox VMs before changing anything")
+    vmstate: bool = Field(False, description="include RAM in the snapshot")
+    stacks: dict[str, Stack]
+
+
+class Inventory(_Strict):
+    version: Literal[1] = 1
+    name: str = "homelab"
+    ssh: SshSettings = SshSettings()
+    defaults: Defaults = Defaults()
+    proxmox: ProxmoxSection | None = None
+    vault: VaultSection | None = None
+    hosts: dict[str, Host]
+    phases: dict[str, Phase]
+
+    def phase_order(self) -> list[str]:
+        """Phases in dependency order; YAML order breaks ties."""
+        return _topological(self.phases)
+
+    def stack_phase(self) -> dict[str, str]:
+        return {stack: name for name, phase in self.phases.items() for stack in phase.stacks}
+
+    def stack(self, name: str) -> Stack:
+        return self.phases[self.stack_phase()[name]].stacks[name]
+
+    def min_free_disk_mb(self, host: str) -> int:
+        value = self.hosts[host].min_free_disk_mb
+        return self.defaults.min_free_disk_mb if value is None else value
+
+    def state_dir(self, host: str) -> str:
+        return self.hosts[host].state_dir or self.defaults.state_dir
+
+    def health_timeout_s(self, stack: str) -> float:
+        return self.stack(stack).health.timeout_s or self.defaults.health_timeout_s
+
+
+def compose_path(root: Path, stack_name: str, stack: Stack) -> Path:
+    return root / (stack.compose or f"stacks/{stack_name}/compose.yaml")
+
+
+
+def _topological(phases: dict[str, Phase]) -> list[str]:
+    order: list[str] = []
+    remaining = list(phases)
+    while remaining:
+        ready = next(n for n in remaining if all(d in order or d not in phases for d in phases[n].depends_on))
+        order.append(ready)
+        remaining.remove(ready)
+    return order

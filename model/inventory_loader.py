@@ -1,0 +1,127 @@
+"""Loading the inventory: YAML to a validated ``Inventory``, with every problem at once.
+
+Every problem is reported as ``file:line: field: what is wrong`` and raised together as one
+``InventoryError``; nothing is contacted before the inventory is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from model.errors import InventoryError
+from model.inventory import NAME, Inventory, Phase, compose_path
+from model.yamlpos import Path_, YamlDocument, YamlSyntaxError, format_path, load_with_lines
+
+
+def load_inventory(path: Path, display: str | None = None) -> Inventory:
+    """Parse and validate ``path``. ``display`` is the name used in messages (e.g. with @ref)."""
+    shown = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InventoryError([f"{shown}: cannot read inventory: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from exc
+    try:
+        doc = load_with_lines(text)
+    except YamlSyntaxError as exc:
+        where = f"{shown}:{exc.line}" if exc.line else shown
+        raise InventoryError([f"{where}: {exc}"]) from exc
+    problems = [f"{shown}:{line}: {format_path(key_path)}: duplicate key" for key_path, line in doc.duplicates]
+    if not isinstance(doc.data, dict):
+        raise InventoryError([*problems, f"{shown}:1: the inventory must be a mapping with hosts and phases"])
+    try:
+        inventory = Inventory.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += [_problem(shown, doc, tuple(err["loc"]), _message(err)) for err in exc.errors()]
+        raise InventoryError(problems) from None
+    problems += [_problem(shown, doc, where, what) for where, what in _semantic_problems(inventory, path.parent)]
+    if problems:
+        raise InventoryError(problems)
+    return inventory
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "missing":
+        return "required field is missing"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _problem(shown: str, doc: YamlDocument, where: Path_, what: str) -> str:
+    line = doc.line_of(where)
+    return f"{shown}:{line}: {format_path(where)}: {what}" if line else f"{shown}: {format_path(where)}: {what}"
+
+
+def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
+    """Cross-field rules pydantic cannot express: names, references, cycles, files."""
+    found: list[tuple[Path_, str]] = []
+    for host in inv.hosts:
+        if not re.match(NAME, host):
+            found.append((("hosts", host), f"host name {host!r} must match {NAME}"))
+    seen_stacks: dict[str, str] = {}
+    for phase_name, phase in inv.phases.items():
+        at = ("phases", phase_name)
+        if not re.match(NAME, phase_name):
+            found.append((at, f"phase name {phase_name!r} must match {NAME}"))
+        for index, dep in enumerate(phase.depends_on):
+            if dep not in inv.phases:
+                found.append(((*at, "depends_on", index), f"unknown phase {dep!r}"))
+            elif phase.depends_on.index(dep) != index:
+                found.append(((*at, "depends_on", index), f"duplicate dependency {dep!r}"))
+            elif dep == phase_name:
+                found.append(((*at, "depends_on", index), "a phase cannot depend on itself"))
+        for stack_name, stack in phase.stacks.items():
+            where = (*at, "stacks", stack_name)
+            if not re.match(NAME, stack_name):
+                found.append((where, f"stack name {stack_name!r} must match {NAME}"))
+            if stack_name in seen_stacks:
+                found.append((where, f"duplicate stack: already in phase {seen_stacks[stack_name]!r}"))
+            seen_stacks.setdefault(stack_name, phase_name)
+            for index, host in enumerate(stack.hosts):
+                if host not in inv.hosts:
+                    known = ", ".join(inv.hosts) or "none"
+                    found.append(((*where, "hosts", index), f"unknown host {host!r} (known: {known})"))
+                elif stack.hosts.index(host) != index:
+                    found.append(((*where, "hosts", index), f"duplicate host {host!r}"))
+            seen_keys: dict[tuple[str, str], int] = {}
+            for index, secret in enumerate(stack.secrets):
+                for key in secret.keys:
+                    first = seen_keys.get((secret.env_file, key))
+                    if first is not None:
+                        found.append(((*where, "secrets", index, "keys"),
+                                      f"{key} is already rendered into {secret.env_file} by secrets[{first}]"))
+                    seen_keys.setdefault((secret.env_file, key), index)
+            compose = compose_path(root, stack_name, stack)
+            if not compose.is_file():
+                found.append(((*where, "compose") if stack.compose else where,
+                              f"compose file not found: {compose}"))
+    cycle = _find_cycle(inv.phases)
+    if cycle:
+        found.append((("phases", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle)))
+    return found
+
+
+def _find_cycle(phases: dict[str, Phase]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        state[name] = 1
+        for dep in phases[name].depends_on:
+            if dep not in phases:
+                continue
+            if state.get(dep) == 1:
+                return [*trail[trail.index(dep):], dep] if dep in trail else [name, dep]
+            if dep not in state and (found := visit(dep, [*trail, dep])):
+                return found
+        state[name] = 2
+        return None
+
+    for name in phases:
+        if name not in state and (found := visit(name, [name])):
+            return found
+    return None

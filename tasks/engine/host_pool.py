@@ -1,0 +1,52 @@
+"""The connections of one flow run: one per host, opened on first use (or ahead of the run by
+``prewarm``), reopened after a drop so a retried task gets a fresh one, closed together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable
+
+from model.masking import MASKER, SecretMasker
+from tasks.engine.results import gather_hosts
+from tasks.engine.transport import SshTarget, SshTransport
+
+# Connections opened ahead of a flow run (see ``prewarm``), waiting to be adopted by its pool.
+_PREWARMED: dict[SshTarget, SshTransport] = {}
+
+
+async def prewarm(targets: Iterable[SshTarget]) -> None:
+    """Open connections before the flow starts (e.g. while Prefect is still importing), so the
+    handshakes overlap with work that does not need the network. Failures are left for the
+    flow's own pre-flight to report."""
+    transports = {t.name: SshTransport(t) for t in targets}
+    opened = await gather_hosts(transports, lambda name: transports[name].connection())
+    for name in opened.succeeded:
+        _PREWARMED[transports[name].target] = transports[name]
+
+
+class HostPool:
+    """The connections of one flow run, opened on first use and closed together."""
+
+    def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER):
+        self.transports = {t.name: _PREWARMED.pop(t, None) or SshTransport(t, masker) for t in targets}
+
+    def __getitem__(self, name: str) -> SshTransport:
+        return self.transports[name]
+
+    def remote_seconds(self) -> dict[str, dict[str, float]]:
+        """phase -> host -> busy seconds."""
+        out: dict[str, dict[str, float]] = defaultdict(dict)
+        for name, transport in self.transports.items():
+            for phase, seconds in transport.busy.seconds.items():
+                out[phase][name] = round(seconds, 4)
+        return dict(out)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(t.close() for t in self.transports.values()))
+
+    async def __aenter__(self) -> HostPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

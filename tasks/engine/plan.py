@@ -1,0 +1,104 @@
+"""The plan is a value: desired state + host facts -> one action per (phase, host, stack).
+
+``homelab plan`` prints it and ``homelab deploy`` applies it; the apply step never
+re-decides. Stacks a host still runs but the inventory no longer places there are listed
+as ``remove`` in the pseudo-phase ``ORPHANS`` (applied only with ``--prune``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from model.desired import DesiredState
+from model.releases import ReleaseRecord
+from tasks.host_commands.containers import judge_project
+from tasks.host_commands.survey import HostSurvey
+
+Action = Literal["create", "update", "unchanged", "remove"]
+ORPHANS = "orphans"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    phase: str
+    host: str
+    stack: str
+    action: Action
+    reason: str
+    current_release: str | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "current_release"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    phases: tuple[str, ...]
+
+    def phase(self, name: str) -> list[Change]:
+        return [c for c in self.changes if c.phase == name]
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != "unchanged"]
+
+    def to_json(self) -> dict:
+        return {"changes": [c.to_dict() for c in self.changes]}
+
+
+def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bool = True) -> Plan:
+    """``full`` is False for ``--only`` runs, which never propose removals."""
+    changes: list[Change] = []
+    for stack in desired.stacks.values():
+        for host in stack.hosts:
+            changes.append(_decide(stack.phase, host, stack.name, stack.services, stack.config_hash,
+                                   surveys[host]))
+    phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
+    if full:
+        placed = {(host, stack.name) for stack in desired.stacks.values() for host in stack.hosts}
+        for host, facts in surveys.items():
+            for name, record in sorted(facts.releases.items()):
+                if (host, name) not in placed and record.status != "removed":
+                    changes.append(Change(phase=ORPHANS, host=host, stack=name, action="remove",
+                                          reason="running on this host but no longer placed here by the inventory",
+                                          current_release=record.id))
+        if any(c.phase == ORPHANS for c in changes):
+            phases += (ORPHANS,)
+    return Plan(tuple(changes), phases)
+
+
+def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_hash: str,
+            facts: HostSurvey) -> Change:
+    record = facts.releases.get(stack)
+    action, reason = _judge(stack, services, want_hash, facts, record)
+    return Change(phase=phase, host=host, stack=stack, action=action, reason=reason,
+                  current_release=record.id if record else None)
+
+
+def _judge(stack: str, services: tuple[str, ...], want_hash: str, facts: HostSurvey,
+           record: ReleaseRecord | None) -> tuple[Action, str]:
+    marker = facts.pending.get(stack)
+    if marker is not None:
+        return ("update" if record else "create",
+                f"interrupted: release {marker.get('release')} by flow run {marker.get('flow_run_id')} "
+                f"(started {marker.get('started_at')}) never finished")
+    if record is None:
+        return "create", facts.broken_releases.get(stack, "never deployed to this host")
+    if record.config_hash != want_hash:
+        return "update", f"config changed ({_short(record.config_hash)} -> {_short(want_hash)})"
+    containers = facts.project(stack)
+    health = judge_project(services, containers)
+    if not health.ok:
+        return "update", f"release {record.id} is current but {health.reason}"
+    recorded = set(record.images.values())
+    strays = [c.name for c in containers if recorded and c.image_id not in recorded]
+    if strays:  # e.g. an image re-pulled or a container recreated by hand behind our back
+        return "update", (f"release {record.id} is current but {', '.join(strays)} "
+                          "run(s) an image that is not the release's")
+    return "unchanged", f"release {record.id} is current and healthy"
+
+
+def _short(config_hash: str) -> str:
+    return config_hash.removeprefix("sha256:")[:12]

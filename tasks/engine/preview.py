@@ -1,0 +1,21 @@
+"""``homelab plan``: the deploy's own first half (secrets, survey, pre-flight, plan) without
+taking locks or changing anything, and without Prefect."""
+
+from __future__ import annotations
+
+from model.desired import DesiredState
+from model.errors import PreflightFailed
+from tasks.engine.host_pool import HostPool
+from tasks.engine.plan import Plan, make_plan
+from tasks.engine.secrets_sync import resolve_secrets
+from tasks.engine.survey import ssh_targets, survey_hosts
+
+
+async def preview_plan(desired: DesiredState, *, full: bool) -> Plan:
+    """``full`` is False for ``--only`` runs, which never propose removals."""
+    desired = resolve_secrets(desired)
+    async with HostPool(ssh_targets(desired)) as pool:
+        surveys, problems = await survey_hosts(pool, desired)
+    if problems:
+        raise PreflightFailed(problems)
+    return make_plan(desired, surveys, full=full)

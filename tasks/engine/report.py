@@ -1,0 +1,195 @@
+"""Run reports: one result per (host, stack), decided at the end of the run, in one shape for
+deploy, rollback and secrets-sync. Every report masks secret values in what it shows.
+
+A report's JSON always has ``result`` (success|failed), ``flow_run_id`` and ``stacks``; each
+kind adds its own fields (see the README's "JSON output").
+
+Deploy results:
+- ``healthy``: deployed and passed its health gate
+- ``unchanged``: already current and healthy; nothing was touched
+- ``failed``: the step or the health gate failed (``error``, ``logs``, ``probe_output`` say why)
+- ``not-run``: not attempted because the run stopped earlier
+- ``removed`` / ``kept``: an orphaned stack taken down (``--prune``) or left running
+- ``rolled-back``: it was healthy, but the failure policy undid it (``rollback`` says how)
+
+``rollback`` is set on every stack that was undone, failed or not: e.g. "restored release X
+(healthy)", "removed (the stack had no previous release)", or "rollback FAILED: ...".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from model.masking import MASKER
+
+OK_RESULTS = ("healthy", "unchanged", "removed", "kept")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackResult:
+    phase: str
+    host: str
+    stack: str
+    action: str
+    result: str
+    duration_s: float = 0.0
+    reason: str = ""
+    release: str | None = None
+    error: str | None = None
+    logs: str | None = None
+    probe_output: str | None = None
+    rollback: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result in OK_RESULTS
+
+    def to_json(self) -> dict:
+        shown = {k: v for k, v in asdict(self).items() if v is not None and k not in ("logs", "probe_output")}
+        return shown | {"duration_s": round(self.duration_s, 3)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreResult:
+    """One stack of a manual rollback."""
+
+    host: str
+    stack: str
+    from_release: str | None
+    to_release: str | None
+    result: str  # restored | unchanged | failed
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result != "failed"
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "stack": self.stack, "from": self.from_release, "to": self.to_release,
+                "result": self.result, "detail": self.detail}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileResult:
+    """One env file of a secrets sync."""
+
+    host: str
+    stack: str
+    file: str
+    result: str  # rewritten | still drifted
+
+    @property
+    def ok(self) -> bool:
+        return self.result == "rewritten"
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}/{self.stack}/{self.file}"
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "stack": self.stack, "file": self.file, "result": self.result}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunReport:
+    """What a run did, per (host, stack). Subclasses add their own fields to ``details``."""
+
+    kind: str = "run"
+    flow_run_id: str | None = None
+    stacks: Sequence[StackResult | RestoreResult | FileResult] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.stacks)
+
+    def details(self) -> dict:
+        return {}
+
+    def to_json(self) -> dict:
+        return _masked({"result": "success" if self.ok else "failed", "flow_run_id": self.flow_run_id,
+                        **self.details(), "stacks": [s.to_json() for s in self.stacks]})
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for s in self.stacks:
+            counts[s.result] = counts.get(s.result, 0) + 1
+        detail = ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+        return f"{'success' if self.ok else 'FAILED'}: {detail}"
+
+    def markdown(self) -> str:
+        rows = [[s.host, s.stack, s.result] for s in self.stacks]
+        return MASKER.mask("\n".join([f"# {self.kind.capitalize()} {self.summary()}", "",
+                                      markdown_table(["host", "stack", "result"], rows)]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeployReport(RunReport):
+    kind: str = "deploy"
+    source: str
+    commit: str | None
+    stacks: Sequence[StackResult] = ()
+    remote_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    wall_s: float = 0.0
+    interrupted: list[dict] = field(default_factory=list)  # half-done deploys of a killed run, found at start
+    snapshots: list[dict] = field(default_factory=list)  # Proxmox snapshots taken / reverted / failed
+
+    @property
+    def failures(self) -> list[StackResult]:
+        return [s for s in self.stacks if s.result == "failed"]
+
+    def details(self) -> dict:
+        return {"source": self.source, "commit": self.commit, "wall_s": round(self.wall_s, 3)}
+
+    def to_json(self) -> dict:
+        failures = [{"phase": s.phase, "host": s.host, "stack": s.stack, "error": s.error,
+                     "probe_output": s.probe_output, "logs": s.logs} for s in self.failures]
+        return super().to_json() | _masked({"failures": failures, "remote_seconds": self.remote_seconds,
+                                            "interrupted": self.interrupted, "snapshots": self.snapshots})
+
+    def markdown(self) -> str:
+        rows = [[s.phase, s.host, s.stack, s.action, s.result, f"{s.duration_s:.1f}", (s.error or s.reason or "")]
+                for s in self.stacks]
+        out = [f"# Deploy {self.summary()}", f"source `{self.source}` commit `{self.commit}`", "",
+               markdown_table(["phase", "host", "stack", "action", "result", "s", "detail"], rows)]
+        for s in self.failures:
+            out += ["", f"## {s.stack} on {s.host} failed", "", s.error or "",
+                    "", "### health probes", "```", s.probe_output or "(none)", "```",
+                    "", "### container logs", "```", s.logs or "(none)", "```"]
+        return MASKER.mask("\n".join(out))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackReport(RunReport):
+    kind: str = "rollback"
+    stacks: Sequence[RestoreResult] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncReport(RunReport):
+    kind: str = "secrets-sync"
+    stacks: Sequence[FileResult] = ()
+
+    def details(self) -> dict:
+        return {"fixed": [f.where for f in self.stacks],
+                "still_drifted": [f.where for f in self.stacks if not f.ok]}
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table; cells are cut to 200 characters, with ``|`` escaped and line breaks joined."""
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")[:200]
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join([*lines, *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows)])
+
+
+def _masked(value: object) -> object:
+    """Every string in a JSON-able structure, with secret values masked."""
+    if isinstance(value, str):
+        return MASKER.mask(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value

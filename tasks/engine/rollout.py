@@ -1,0 +1,196 @@
+"""Applying a plan: phases in dependency order; within a phase, hosts in parallel and each
+host's stacks in parallel up to ``max_parallel``. Every result is collected before the phase
+is judged (fabric's GroupResult); then the phase's failure policy decides.
+
+Undo uses Prefect transactions: each stack deploy is a transaction (held open by ``Held``
+until the run decides) whose ``on_rollback`` hook is the stack's undo, staged once compose-up
+was attempted. A failing stack's own transaction always unwinds at once, so no host is left
+on a half-deployed release. Then the phase's policy decides:
+
+- ``halt``: stop; later phases are ``not-run``; everything else that succeeded stays.
+- ``rollback-phase``: also undo every stack this phase changed; stop.
+- ``rollback-all``: undo everything this run changed, in reverse; stop.
+- ``continue``: keep going with the phases that do not depend on the failed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+
+from model.desired import DesiredState
+from tasks.engine.busy_clock import current_phase
+from tasks.engine.held_transaction import Held
+from tasks.engine.host_pool import HostPool
+from tasks.engine.phase_snapshots import SnapshotLog, open_proxmox, snapshot_phase
+from tasks.engine.plan import ORPHANS, Change, Plan
+from tasks.engine.report import StackResult
+from tasks.engine.stack_deploy import StackRun, deploy_stack, retire_stack
+from tasks.engine.step_set import PLAIN_STEPS, Steps
+from tasks.engine.undo import RollbackJournal
+from tasks.host_commands.survey import HostSurvey
+
+
+@dataclass(kw_only=True)
+class Rollout:
+    pool: HostPool
+    desired: DesiredState
+    surveys: dict[str, HostSurvey]
+    flow_run_id: str | None
+    steps: Steps = PLAIN_STEPS
+    prune: bool = False
+    on_failure: str | None = None  # overrides every phase's policy
+    journal: RollbackJournal = field(default_factory=RollbackJournal)
+    snapshot_log: SnapshotLog = field(default_factory=SnapshotLog)
+
+    def policy(self, phase: str) -> str:
+        if self.on_failure:
+            return self.on_failure
+        spec = self.desired.inventory.phases.get(phase)
+        return spec.on_failure if spec else "halt"
+
+    def stack_run(self) -> StackRun:
+        return StackRun(pool=self.pool, desired=self.desired, surveys=self.surveys, flow_run_id=self.flow_run_id,
+                        steps=self.steps, journal=self.journal)
+
+
+@dataclass
+class PhaseHeld:
+    """The still-open transactions of one phase: its healthy stacks and its VM snapshots."""
+
+    stacks: list[Held]
+    snapshots: list[Held]
+
+
+async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
+    results: list[StackResult] = []
+    failed_phases: list[str] = []
+    stop_reason: str | None = None
+    kept: list[PhaseHeld] = []
+    try:
+        for phase in plan.phases:
+            changes = plan.phase(phase)
+            blocked = stop_reason or _blocked_by(run.desired, phase, failed_phases)
+            if blocked:
+                results += [_not_run(c, blocked) for c in changes]
+                continue
+            current_phase.set(phase)
+            phase_results, held = await _run_phase_safely(run, phase, changes)
+            results += phase_results
+            kept.append(held)
+            if any(r.result == "failed" for r in phase_results):
+                failed_phases.append(phase)
+                stop_reason = await _apply_policy(run.policy(phase), phase, kept)
+    finally:
+        # Whatever the policy did not undo is kept.
+        await asyncio.gather(*(h.commit() for phase_held in kept for h in [*phase_held.stacks, *phase_held.snapshots]))
+    return _with_rollbacks(results, run.journal)
+
+
+async def _apply_policy(policy: str, phase: str, kept: list[PhaseHeld]) -> str | None:
+    """Undo what the policy says; returns why the run stops (None: it goes on)."""
+    if policy == "rollback-phase":
+        await _unwind(kept[-1:])
+    elif policy == "rollback-all":
+        await _unwind(kept)
+    return None if policy == "continue" else f"phase {phase} failed (policy {policy})"
+
+
+async def _run_phase_safely(run: Rollout, phase: str, changes: list[Change]) -> tuple[list[StackResult], PhaseHeld]:
+    """The phase's snapshots first: if one cannot be taken, the phase does not start."""
+    snaps, snapshot_error = await _take_snapshots(run, phase, changes)
+    if snapshot_error:
+        return [_not_started(c, snapshot_error) for c in changes], PhaseHeld([], [])
+    phase_results, held = await _run_phase(run, changes)
+    return phase_results, PhaseHeld([h for h in held if not h.unwound], snaps)
+
+
+async def _take_snapshots(run: Rollout, phase: str, changes: list[Change]) -> tuple[list[Held], str | None]:
+    inv = run.desired.inventory
+    spec = inv.phases.get(phase)
+    hosts = sorted({c.host for c in changes if c.action != "unchanged" and inv.hosts[c.host].proxmox})
+    if not spec or not spec.snapshot or not hosts:
+        return [], None
+    return await snapshot_phase(lambda: open_proxmox(inv), inv, run.snapshot_log, phase=phase, hosts=hosts,
+                                run_id=run.flow_run_id or "manual", take=run.steps.snapshot)
+
+
+async def _unwind(phases: list[PhaseHeld]) -> None:
+    """Undo in reverse: the latest phase first; within a phase, hosts in parallel, the stacks
+    first and then the VM snapshots taken before it."""
+    for phase_held in reversed(phases):
+        await asyncio.gather(*(h.rollback() for h in phase_held.stacks))
+        await asyncio.gather(*(h.rollback() for h in phase_held.snapshots))
+
+
+def _blocked_by(desired: DesiredState, phase: str, failed: list[str]) -> str | None:
+    """With ``continue``: a phase that (transitively) depends on a failed phase does not run."""
+    phases = desired.inventory.phases
+    todo, seen = list(phases[phase].depends_on) if phase in phases else [], set()
+    while todo:
+        dep = todo.pop()
+        if dep in failed:
+            return f"depends on failed phase {dep}"
+        if dep not in seen and dep in phases:
+            seen.add(dep)
+            todo += phases[dep].depends_on
+    return None
+
+
+def _with_rollbacks(results: list[StackResult], journal: RollbackJournal) -> list[StackResult]:
+    """Each result as the undo left it: ``rollback`` says what the undo did."""
+    out = []
+    for r in results:
+        note = journal.entries.get((r.host, r.stack))
+        if note is None:
+            out.append(r)
+        elif (r.host, r.stack) in journal.failed:
+            out.append(replace(r, rollback=note, result="failed", error=(r.error + "; " if r.error else "") + note))
+        else:
+            out.append(replace(r, rollback=note, result="rolled-back" if r.result == "healthy" else r.result))
+    return out
+
+
+def _not_run(change: Change, why: str) -> StackResult:
+    return StackResult(phase=change.phase, host=change.host, stack=change.stack, action=change.action,
+                       result="not-run", reason=why, release=change.current_release)
+
+
+def _not_started(change: Change, error: str) -> StackResult:
+    """A stack of a phase that could not start (its snapshot failed): failed if it had a change."""
+    if change.action == "unchanged":
+        return replace(_not_run(change, error), result="unchanged")
+    return replace(_not_run(change, error), result="failed", error=error)
+
+
+async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackResult], list[Held]]:
+    by_host: dict[str, list[Change]] = defaultdict(list)
+    for change in changes:
+        by_host[change.host].append(change)
+    held: list[Held] = []
+    stack_run = run.stack_run()
+
+    async def host_lane(lane: list[Change]) -> list[StackResult]:
+        limit = asyncio.Semaphore(run.desired.inventory.defaults.max_parallel)
+
+        async def one(change: Change) -> StackResult:
+            async with limit:
+                if change.action == "unchanged":
+                    return StackResult(phase=change.phase, host=change.host, stack=change.stack, action="unchanged",
+                                       result="unchanged", reason=change.reason, release=change.current_release)
+                if change.phase == ORPHANS:
+                    return await retire_stack(run.pool, run.desired, change, prune=run.prune)
+                deploy = Held(lambda: deploy_stack(stack_run, change))
+                held.append(deploy)
+                try:
+                    return await deploy.result()
+                except Exception as exc:
+                    return StackResult(phase=change.phase, host=change.host, stack=change.stack, action=change.action,
+                                       result="failed", reason=change.reason, error=f"internal error: {exc!r}")
+
+        return list(await asyncio.gather(*(one(c) for c in lane)))
+
+    lanes = await asyncio.gather(*(host_lane(lane) for lane in by_host.values()))
+    order = {(c.host, c.stack): i for i, c in enumerate(changes)}
+    return sorted((r for lane in lanes for r in lane), key=lambda r: order[(r.host, r.stack)]), held

@@ -1,0 +1,81 @@
+"""Undoing a stack's deploy: back to the exact previous release, or down if it had none.
+
+``StackUndo.run`` is staged as the ``on_rollback`` hook of the stack's transaction (see
+``held_transaction.py``) once compose-up has been attempted. It never raises (Prefect would stop
+unwinding the other steps); it writes what happened into the run's ``RollbackJournal``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from model.errors import HomelabError
+from model.inventory import HealthCheck
+from model.releases import ReleaseRecord
+from tasks.engine.health import wait_healthy
+from tasks.engine.host_pool import HostPool
+from tasks.host_commands.compose import compose_down
+from tasks.host_commands.release_files import restore_release, settle_rollback
+
+
+@dataclass
+class RollbackJournal:
+    """(host, stack) -> what the undo did, for the run report."""
+
+    entries: dict[tuple[str, str], str] = field(default_factory=dict)
+    failed: set[tuple[str, str]] = field(default_factory=set)
+
+    def note(self, host: str, stack: str, text: str, ok: bool = True) -> None:
+        self.entries[(host, stack)] = text
+        if not ok:
+            self.failed.add((host, stack))
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackUndo:
+    """How to put one stack on one host back; ``run`` does it."""
+
+    pool: HostPool
+    journal: RollbackJournal
+    host: str
+    state_dir: str
+    stack: str
+    release: str  # the release being undone
+    previous: ReleaseRecord | None  # the release to go back to
+    services: tuple[str, ...] = ()  # of the previous release
+    checks: list[HealthCheck] = field(default_factory=list)
+    health_timeout_s: float = 60
+
+    async def run(self) -> None:
+        try:
+            text = await (self._restore() if self.previous else self._remove())
+            self.journal.note(self.host, self.stack, text)
+        except Exception as exc:
+            self.journal.note(self.host, self.stack, f"rollback FAILED: {exc}", ok=False)
+
+    async def _restore(self) -> str:
+        assert self.previous is not None
+        transport = self.pool[self.host]
+        done = await transport.run(restore_release(self.state_dir, self.stack, self.previous.id,
+                                                   self.previous.images, self.previous.env_files), check=False)
+        if done.exit_status == 98:
+            raise HomelabError(f"an image of release {self.previous.id} is no longer on {self.host}: "
+                               f"{done.stderr.strip()[-300:]}")
+        if not done.ok:
+            raise HomelabError(f"compose up of release {self.previous.id} failed: {done.stderr.strip()[-500:]}")
+        gate = await wait_healthy(transport, self.stack, self.services, self.checks, self.health_timeout_s)
+        await transport.run(settle_rollback(self.state_dir, self.stack, self.previous.id, self.release))
+        if not gate.ok:
+            raise HomelabError(f"restored release {self.previous.id}, but it is not healthy: {gate.reason}")
+        return f"restored release {self.previous.id} (healthy)"
+
+    async def _remove(self) -> str:
+        transport = self.pool[self.host]
+        await transport.run(compose_down(self.stack))
+        await transport.run(settle_rollback(self.state_dir, self.stack, None, self.release))
+        return "removed (the stack had no previous release)"
+
+
+async def restore(undo: StackUndo) -> None:
+    """A manual rollback's step: run the undo (it records what happened in its journal)."""
+    await undo.run()
