@@ -13,14 +13,13 @@ from model.desired import load_desired_state
 from model.errors import DeployFailed
 from model.inventory import FailurePolicy
 from tasks.engine import audit
-from tasks.engine.host_pool import HostPool
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.locks import hold_hosts
 from tasks.engine.plan import make_plan
 from tasks.engine.prefect_slots import prefect_host_slots
 from tasks.engine.report import DeployReport
 from tasks.engine.rollout import Rollout, apply_plan
 from tasks.engine.secrets_sync import resolve_secrets
-from tasks.engine.survey import ssh_targets
 from tasks.host_commands.lock import LockOwner
 from tasks.host_commands.survey import HostSurvey
 from tasks.steps import PREFECT_STEPS

@@ -9,12 +9,11 @@ from flows.reporting import publish_report
 from model.desired import load_desired_state
 from model.errors import DeployFailed
 from tasks.engine import audit
-from tasks.engine.host_pool import HostPool
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.locks import hold_hosts
 from tasks.engine.manual_rollback import roll_back, rollback_hosts
 from tasks.engine.prefect_slots import prefect_host_slots
 from tasks.engine.report import RollbackReport
-from tasks.engine.survey import ssh_targets
 from tasks.host_commands.lock import LockOwner
 from tasks.steps import PREFECT_STEPS
 

@@ -11,11 +11,10 @@ from flows.reporting import publish_report
 from model.desired import load_desired_state
 from model.errors import DeployFailed
 from tasks.engine import audit
-from tasks.engine.host_pool import HostPool
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.locks import hold_hosts
 from tasks.engine.report import FileResult, SyncReport
 from tasks.engine.secrets_sync import check_drift, find_drift, fix_drift, resolve_secrets
-from tasks.engine.survey import ssh_targets
 from tasks.host_commands.lock import LockOwner
 from tasks.steps import PREFECT_STEPS
 

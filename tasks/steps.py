@@ -12,10 +12,10 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.engine import stack_steps
-from tasks.engine.history import read_history
 from tasks.engine.phase_snapshots import take_snapshot
+from tasks.engine.preflight import read_survey
+from tasks.engine.release_history import read_history
 from tasks.engine.step_set import Steps
-from tasks.engine.survey import read_survey
 from tasks.engine.transport import is_transient
 from tasks.engine.undo import restore
 

@@ -89,8 +89,7 @@ def run_flow(desired: DesiredState, api_url: str, module: str, name: str, as_jso
     A flow that ended without a report (pre-flight, lock, ...) exits here with its error."""
 
     async def run() -> tuple[object, str | None]:
-        from tasks.engine.host_pool import prewarm
-        from tasks.engine.survey import ssh_targets
+        from tasks.engine.host_pool import prewarm, ssh_targets
 
         # Prefect takes over a second to import: open the SSH connections meanwhile.
         warming = asyncio.create_task(prewarm(ssh_targets(desired, all_hosts=True)))

@@ -47,7 +47,7 @@ def rollback(inventory: InventoryOption = DEFAULT_INVENTORY,
 @app.command()
 def releases(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonOption = False) -> None:
     """List the release records on every host (newest first; * marks the current one)."""
-    from tasks.engine.history import collect_releases
+    from tasks.engine.release_history import collect_releases
 
     result = run_command(collect_releases(load(inventory)))
     if as_json:

@@ -68,7 +68,7 @@ async def probe(transport: SshTransport, check: HealthCheck) -> ProbeResult:
         writer.close()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GateResult:
     ok: bool
     reason: str
@@ -95,13 +95,15 @@ async def wait_healthy(transport: SshTransport, stack: str, services: tuple[str,
             outcomes = [await probe(transport, check) for check in checks]
             output = "\n".join(o.output for o in outcomes)
             if all(o.ok for o in outcomes):
-                return GateResult(True, "healthy", output, containers, time.monotonic() - started)
+                return GateResult(ok=True, reason="healthy", probe_output=output, containers=containers,
+                                  waited_s=time.monotonic() - started)
             reason = "health check failed: " + "; ".join(o.output for o in outcomes if not o.ok)
         elif judged.final:
-            return GateResult(False, reason, output, containers, time.monotonic() - started)
+            return GateResult(ok=False, reason=reason, probe_output=output, containers=containers,
+                              waited_s=time.monotonic() - started)
         if time.monotonic() + POLL_INTERVAL_S > deadline:
-            return GateResult(False, f"not healthy within {timeout_s:g}s: {reason}", output, containers,
-                              time.monotonic() - started)
+            return GateResult(ok=False, reason=f"not healthy within {timeout_s:g}s: {reason}", probe_output=output,
+                              containers=containers, waited_s=time.monotonic() - started)
         await asyncio.sleep(POLL_INTERVAL_S)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
+from model.desired import DesiredState
 from model.masking import MASKER, SecretMasker
 from tasks.engine.results import gather_hosts
 from tasks.engine.transport import SshTarget, SshTransport
@@ -50,3 +52,16 @@ class HostPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarget]:
+    inv = desired.inventory
+
+    def local(path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (desired.inventory_dir / p).absolute()
+
+    return [SshTarget(name=name, address=host.address, port=host.port, user=host.user,
+                      known_hosts=local(inv.ssh.known_hosts), identity=local(inv.ssh.identity),
+                      connect_timeout_s=inv.ssh.connect_timeout_s, command_timeout_s=inv.ssh.command_timeout_s)
+            for name, host in inv.hosts.items() if all_hosts or name in desired.targeted_hosts()]

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from model.desired import DesiredState
 from model.errors import HomelabError, PreflightFailed, UsageError
 from tasks.engine import audit
-from tasks.engine.host_pool import HostPool
-from tasks.engine.survey import SurveyFn, ssh_targets, survey_hosts
+from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.engine.preflight import SurveyFn, survey_hosts
 from tasks.host_commands.lock import (
     LockOwner,
     break_lock,

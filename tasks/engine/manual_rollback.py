@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from model.desired import DesiredState
 from model.errors import UsageError
-from tasks.engine.history import rollback_target
 from tasks.engine.host_pool import HostPool
+from tasks.engine.release_history import rollback_target
 from tasks.engine.report import RestoreResult
 from tasks.engine.results import gather_hosts
 from tasks.engine.step_set import Steps

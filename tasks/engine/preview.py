@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from model.desired import DesiredState
 from model.errors import PreflightFailed
-from tasks.engine.host_pool import HostPool
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.plan import Plan, make_plan
+from tasks.engine.preflight import survey_hosts
 from tasks.engine.secrets_sync import resolve_secrets
-from tasks.engine.survey import ssh_targets, survey_hosts
 
 
 async def preview_plan(desired: DesiredState, *, full: bool) -> Plan:

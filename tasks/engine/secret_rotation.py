@@ -12,7 +12,7 @@ from tasks.engine.secrets_sync import open_reader
 from tasks.integrations.vault.envfile import random_secret
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rotation:
     path: str
     key: str
@@ -38,4 +38,4 @@ def rotate_secret(desired: DesiredState, path: str, key: str, *, inventory_name:
     data, version = reader.read(path)
     new_version = reader.write_cas(path, {**data, key: random_secret()}, cas=version)
     audit.append("secret.rotated", path=path, key=key, from_version=version, to_version=new_version, stacks=users)
-    return Rotation(path, key, users, version, new_version)
+    return Rotation(path=path, key=key, stacks=users, from_version=version, to_version=new_version)

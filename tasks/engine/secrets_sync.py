@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from model.desired import DesiredState
 from model.env_files import RenderedEnvFile
 from model.inventory import Inventory
-from tasks.engine.host_pool import HostPool
-from tasks.engine.survey import ssh_targets
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.host_commands.file_hashes import hash_remote_files, parse_remote_hashes
 from tasks.host_commands.layout import stack_dir
 from tasks.integrations.vault.client import VaultReader

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from model.desired import DesiredState
-from tasks.engine.host_pool import HostPool
+from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.engine.preflight import read_survey
 from tasks.engine.results import gather_hosts
-from tasks.engine.survey import read_survey, ssh_targets
 from tasks.host_commands.survey import HostSurvey
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.engine import stack_steps
-from tasks.engine.history import read_history
 from tasks.engine.phase_snapshots import take_snapshot
-from tasks.engine.survey import read_survey
+from tasks.engine.preflight import read_survey
+from tasks.engine.release_history import read_history
 from tasks.engine.undo import restore
 
 Step = Callable[..., Awaitable[Any]]

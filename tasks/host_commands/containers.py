@@ -35,7 +35,7 @@ def wait_settled(stack: str, services: int, timeout_s: float) -> list[str]:
     return sh(WAIT_SETTLED, "wait-settled", stack, str(services), str(max(0, int(timeout_s))))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Container:
     id: str
     name: str

@@ -21,7 +21,7 @@ RELEASE_LOCK = (f'grep -qF "\\"flow_run_id\\": \\"$2\\"" "$1/{LOCK_OWNER}" 2>/de
                 f'rm -rf -- "$1/{LOCK}"; true')
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LockOwner:
     flow_run_id: str
     user: str

@@ -61,7 +61,7 @@ def survey(state_dir: str, gpu: bool, lock_owner: str | None = None) -> list[str
     return [*argv, lock_owner] if lock_owner else argv
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HostSurvey:
     engine_ok: bool
     engine_error: str | None

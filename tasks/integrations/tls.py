@@ -6,6 +6,17 @@ import os
 import ssl
 
 
+def untrusted_hint(url: str, ca_file: str | None, *, ca_setting: str, which_ca: str, plain_tls: bool) -> str:
+    """What to do when ``url``'s certificate did not verify: name the CA setting, never "turn it off".
+    ``plain_tls``: the server may not speak TLS at all (worth saying when http:// is common)."""
+    also = ", or the server does not speak TLS" if plain_tls else ""
+    if ca_file:
+        return (f"the certificate of {url} is not signed by the CA in {ca_file} (or does not name this host)"
+                f"{also}: point {ca_setting} at {which_ca}; never turn verification off")
+    return (f"the certificate is not trusted by the system CA store{also}: set {ca_setting} to {which_ca}; "
+            "never turn verification off")
+
+
 def verify_target(ca_file: str | None) -> str | bool:
     """The given CA file, or else the system CA store.
 

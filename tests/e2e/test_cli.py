@@ -86,3 +86,13 @@ def test_broken_release_exits_nonzero_with_logs_in_the_table(clean_lab: Path) ->
     assert "media on rtx1080 failed" in done.stdout
     assert "refusing to become healthy" in done.stdout
     assert "Prefect UI: http://127.0.0.1:" in done.stdout
+
+
+def test_the_lab_commands_come_from_the_lab_plugin(lab_inventory: Path) -> None:
+    listed = homelab("--help")
+    assert listed.returncode == 0 and "lab" in listed.stdout  # mounted from the homelab.cli entry point
+    done = homelab("lab", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    hosts = json.loads(done.stdout)
+    assert set(hosts) == {"vps", "thinkpad", "rtx1080"}
+    assert all(h["up"] and h["sshd"] and h["engine"] for h in hosts.values())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,43 +72,40 @@ async def test_network_cut_mid_phase_recovers_within_the_run(clean_lab: Path) ->
     assert_all_healthy_on_known_releases(report)
 
 
-async def test_engine_stopped_fails_preflight_and_changes_nothing(clean_lab: Path) -> None:
+def fill_disk(host: str) -> None:
+    """A 16 MiB filesystem under the host's state directory: less than the lab's 64 MiB minimum."""
+    mounted = manager.exec_on(host, ["sh", "-c", "mkdir -p /root/.homelab-full && "
+                                                 "mount -t tmpfs -o size=16m tmpfs /root/.homelab-full && "
+                                                 "cp -a /root/.homelab/. /root/.homelab-full/ && "
+                                                 "mount --bind /root/.homelab-full /root/.homelab"])
+    assert mounted.returncode == 0, mounted.stderr
+
+
+def free_disk(host: str) -> None:
+    manager.exec_on(host, ["sh", "-c", "umount /root/.homelab; umount /root/.homelab-full; rmdir /root/.homelab-full"])
+
+
+@pytest.mark.parametrize(("host", "fault", "repair", "reason"), [
+    pytest.param("vps", manager.stop_engine, manager.start_engine, "container engine not answering",
+                 id="engine stopped"),
+    pytest.param("rtx1080", fill_disk, free_disk, "MiB free in the state directory, 64 MiB required",
+                 id="disk full"),
+])
+async def test_a_preflight_fault_changes_nothing_and_the_next_run_recovers(
+        clean_lab: Path, host: str, fault: Callable[[str], None], repair: Callable[[str], None],
+        reason: str) -> None:
     _, first = await deploy(clean_lab, ref="v1")
     assert first["result"] == "success"
     before = container_ids()
-    manager.stop_engine("vps")
+    fault(host)
     try:
         state, error = await deploy(clean_lab, ref="v2")
     finally:
-        manager.start_engine("vps")
+        repair(host)
     assert state.is_failed()
     assert isinstance(error, PreflightFailed)
-    assert list(error.failures) == ["vps"]
-    assert "container engine not answering" in error.failures["vps"][0]
-    assert container_ids() == before
-    state, report = await deploy(clean_lab, ref="v2")
-    assert state.is_completed(), report
-    assert_all_healthy_on_known_releases(report)
-
-
-async def test_disk_full_fails_preflight_and_changes_nothing(clean_lab: Path) -> None:
-    _, first = await deploy(clean_lab, ref="v1")
-    assert first["result"] == "success"
-    before = container_ids()
-    # a 16 MiB filesystem under rtx1080's state directory: less than the lab's 64 MiB minimum
-    mounted = manager.exec_on("rtx1080", ["sh", "-c", "mkdir -p /root/.homelab-full && "
-                                                      "mount -t tmpfs -o size=16m tmpfs /root/.homelab-full && "
-                                                      "cp -a /root/.homelab/. /root/.homelab-full/ && "
-                                                      "mount --bind /root/.homelab-full /root/.homelab"])
-    assert mounted.returncode == 0, mounted.stderr
-    try:
-        state, error = await deploy(clean_lab, ref="v2")
-    finally:
-        manager.exec_on("rtx1080", ["sh", "-c", "umount /root/.homelab; umount /root/.homelab-full; "
-                                                "rmdir /root/.homelab-full"])
-    assert isinstance(error, PreflightFailed)
-    assert list(error.failures) == ["rtx1080"]
-    assert "MiB free in the state directory, 64 MiB required" in error.failures["rtx1080"][0]
+    assert list(error.failures) == [host]
+    assert reason in error.failures[host][0]
     assert container_ids() == before
     state, report = await deploy(clean_lab, ref="v2")
     assert state.is_completed(), report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tasks.integrations.proxmox.vm import VmRef
+from tasks.integrations.tls import untrusted_hint
 
 BLOCK_NAME = "Homelab Proxmox Access"
 
@@ -49,9 +50,5 @@ def hint_for(cause: str, vm: VmRef | None, *, http_status: int | None = None, to
 
 
 def tls_hint(url: str, ca_file: str | None) -> str:
-    if ca_file:
-        return (f"the certificate of {url} is not signed by the CA in {ca_file} "
-                "(or does not name this host): point ca_file/PROXMOX_CA_FILE at the cluster's CA "
-                "(/etc/pve/pve-root-ca.pem on a node); never turn verification off")
-    return ("the certificate is not trusted by the system CA store: set ca_file/PROXMOX_CA_FILE to the "
-            "cluster's CA (/etc/pve/pve-root-ca.pem on a node); never turn verification off")
+    return untrusted_hint(url, ca_file, ca_setting="ca_file/PROXMOX_CA_FILE", plain_tls=False,
+                          which_ca="the cluster's CA (/etc/pve/pve-root-ca.pem on a node)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.integrations.request_errors import innermost, reason_text
+from tasks.integrations.tls import untrusted_hint
 from tasks.integrations.vault.settings import APPROLE_MOUNT, BLOCK_NAME
 
 
@@ -92,12 +93,8 @@ def reach_hint(addr: str) -> str:
 
 
 def tls_hint(addr: str, ca_cert: str | None) -> str:
-    if ca_cert:
-        return (f"the certificate of {addr} is not signed by the CA in {ca_cert} (or "
-                "does not name this host), or the server does not speak TLS: point VAULT_CACERT at Vault's CA; "
-                "never turn verification off")
-    return ("the certificate is not trusted by the system CA store, or the server does not speak TLS: set "
-            f"VAULT_CACERT (or ca_cert in the '{BLOCK_NAME}' block) to Vault's CA; never turn verification off")
+    return untrusted_hint(addr, ca_cert, ca_setting=f"VAULT_CACERT (or ca_cert in the '{BLOCK_NAME}' block)",
+                          which_ca="Vault's CA", plain_tls=True)
 
 
 def connection_reason(exc: BaseException) -> str:

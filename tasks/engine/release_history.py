@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from model.desired import DesiredState
 from model.releases import ReleaseRecord
-from tasks.engine.host_pool import HostPool
-from tasks.engine.survey import ssh_targets
+from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.host_commands.release_list import list_releases, parse_releases_listing
 
 
