@@ -1,4 +1,4 @@
-"""The simulated homelab's controls: up, down, status, reset, and poking single hosts.
+"""The simulated homelab's controls: up, down, status, reset, and (from ``hostctl``) single hosts.
 
 Each host is a set of namespaces (net, mount, uts, ipc, pid) on this machine, booted by
 lab/hostinit.sh under catatonit as PID 1, reachable over real SSH at its lab address and
@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -22,21 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from lab import hostfiles, images, keys, netns, procs, sysstate
+from lab.hostctl import (  # the single-host controls are part of the lab's controls
+    HOST_ENV,
+    HOSTINIT,
+    SUPERUSER_PATH,
+    check,
+    engine_answers,
+    exec_on,
+    host_procs,
+    init_pid,
+    is_healthdriver,
+    is_sshd_listener,
+    kill,
+    link_down,
+    link_up,
+    require_init,
+    start_daemon,
+    start_engine,
+    start_sshd,
+    stop_engine,
+    stop_sshd,
+)
 from lab.osutil import LabError, say
 from lab.topology import BRIDGE, GPU_HOSTS, HOSTS, LAB_DIR, host_dir
 
-HOSTINIT = Path(__file__).resolve().with_name("hostinit.sh")
-# What sshd gives root; exec_on uses the same so both see the same tools (nvidia-smi on rtx1080).
-SUPERUSER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOST_ENV = {
-    "PATH": SUPERUSER_PATH,
-    "HOME": "/root",
-    "USER": "root",
-    "LOGNAME": "root",
-    "SHELL": "/bin/bash",
-    "LANG": "C.UTF-8",
-    "DOCKER_BUILDKIT": "0",  # podman's Docker API has no BuildKit
-}
 # Inside a host these paths are replaced by private mounts, so LAB_DIR must not live there.
 _SHADOWED = ("/root", "/run", "/var/run", "/srv", "/proc", "/sys", "/dev", "/etc", "/var/lib/containers")
 BOOT_TIMEOUT = 30.0
@@ -45,165 +53,16 @@ BOOT_TIMEOUT = 30.0
 _launchers: dict[str, subprocess.Popen[bytes]] = {}
 
 
-# ---------------------------------------------------------------- finding a host's processes
-
-
-def _init(host: str) -> int | None:
-    """Root-namespace pid of the host's PID 1, or None when the host is not running."""
-    return procs.init_pid(host, procs.netns_id(netns.netns_path(host)))
-
-
-def _require_init(host: str) -> int:
-    pid = _init(host)
-    if pid is None:
-        raise LabError(f"lab host {host!r} is not up; start the lab with lab.manager.up()")
-    return pid
-
-
-def _is_sshd(argv: tuple[str, ...]) -> bool:
-    # sshd rewrites its title: "sshd: /usr/sbin/sshd -f ... [listener] ..." or "sshd: root@notty".
-    return bool(argv) and (argv[0].startswith("sshd:") or Path(argv[0]).name == "sshd")
-
-
-def _is_sshd_listener(argv: tuple[str, ...]) -> bool:
-    return _is_sshd(argv) and ("[listener]" in " ".join(argv) or Path(argv[0]).name == "sshd")
-
-
-def _is_engine(argv: tuple[str, ...]) -> bool:
-    return argv[:3] == ("podman", "system", "service")
-
-
-def _is_healthdriver(argv: tuple[str, ...]) -> bool:
-    return any(part.endswith("healthdriver.py") for part in argv)
-
-
-def _host_procs(host: str, match: Callable[[tuple[str, ...]], bool]) -> list[int]:
-    pid = _init(host)
-    if pid is None:
-        return []
-    return [p.pid for p in procs.members(procs.ns_of(pid)) if match(p.argv)]
-
-
-def _kill(pids: Iterable[int], grace: float) -> None:
-    """SIGTERM, then SIGKILL whatever is alive after `grace` seconds (grace=0: SIGKILL now)."""
-    pids = list(pids)
-    steps = [(signal.SIGTERM, grace)] if grace > 0 else []
-    for sig, wait in [*steps, (signal.SIGKILL, 5.0)]:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            pids = [p for p in pids if procs.is_alive(p)]
-            if not pids:
-                return
-            time.sleep(0.02)
-    if pids:
-        raise LabError(f"processes {pids} survived SIGKILL")
-
-
-# ---------------------------------------------------------------- running things in a host
-
-
-def exec_on(
-    host: str, argv: list[str], *, input: bytes | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    """Run argv inside the host's namespaces (net, mount, pid, uts, ipc) as root, from /root.
-
-    Like `ssh root@host argv` without SSH: same PATH, same docker socket. Output is captured;
-    the exit status is not checked. On timeout the whole command is killed.
-    """
-    pid = _require_init(host)
-    # Entering the mount ns puts cwd at its "/"; `env -C` then changes into the host's /root
-    # (nsenter --wd would open the machine's /root, which the host's bind mount hides).
-    full = ["nsenter", "-t", str(pid), "-n", "-m", "-p", "-u", "-i", "--", "env", "-C", "/root", *argv]
-    with subprocess.Popen(
-        full,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=HOST_ENV,
-        start_new_session=True,  # one process group to kill on timeout
-    ) as proc:
-        try:
-            out, err = proc.communicate(input, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
-
-
-def _check(host: str, argv: list[str], timeout: float = 120) -> bytes:
-    res = exec_on(host, argv, timeout=timeout)
-    if res.returncode != 0:
-        err = (res.stderr or res.stdout).decode(errors="replace").strip()
-        raise LabError(f"on lab host {host}: {' '.join(argv)} exited {res.returncode}: {err}")
-    return res.stdout
-
-
-def _start_daemon(host: str, daemon: str) -> None:
-    _check(host, ["bash", str(HOSTINIT), "start", daemon, str(host_dir(host))], timeout=30)
-
-
-# ---------------------------------------------------------------- single-host controls
-
-
-def stop_sshd(host: str) -> None:
-    """Stop the host's sshd, listener and open sessions: the host is unreachable over SSH,
-    while it, its engine and its containers keep running."""
-    _kill(_host_procs(host, _is_sshd), grace=2.0)
-
-
-def start_sshd(host: str) -> None:
-    if not _host_procs(host, _is_sshd_listener):
-        _start_daemon(host, "sshd")
-
-
-def stop_engine(host: str) -> None:
-    """Stop the host's podman API service (containers keep running, as with podman)."""
-    _kill(_host_procs(host, _is_engine), grace=5.0)
-
-
-def start_engine(host: str) -> None:
-    if not _host_procs(host, _is_engine):
-        _start_daemon(host, "engine")
-
-
-def link_down(host: str) -> None:
-    """Cut the host's network cable: packets to and from it are dropped."""
-    _require_init(host)
-    netns.set_link(host, up=False)
-
-
-def link_up(host: str) -> None:
-    _require_init(host)
-    netns.set_link(host, up=True)
-
-
-def _engine_answers(pid: int, timeout: float = 2.0) -> bool:
-    """Ping the host's Docker API through its mount namespace (/proc/<pid>/root)."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(f"/proc/{pid}/root/run/docker.sock")
-            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: lab\r\n\r\n")
-            status_line = sock.recv(256).split(b"\r\n", 1)[0]
-            return status_line.startswith(b"HTTP/1.") and b" 200 " in status_line + b" "
-    except OSError:
-        return False
-
-
 def status() -> dict[str, dict[str, Any]]:
     """{host: {"address", "up", "sshd", "engine"}} for every lab host."""
     result: dict[str, dict[str, Any]] = {}
     for host, address in HOSTS.items():
-        pid = _init(host)
+        pid = init_pid(host)
         result[host] = {
             "address": address,
             "up": pid is not None,
-            "sshd": bool(pid and _host_procs(host, _is_sshd_listener)),
-            "engine": bool(pid and _engine_answers(pid)),
+            "sshd": bool(pid and host_procs(host, is_sshd_listener)),
+            "engine": bool(pid and engine_answers(pid)),
         }
     return result
 
@@ -250,7 +109,7 @@ def _wait_booted(host: str) -> None:
     deadline = time.monotonic() + BOOT_TIMEOUT
     launcher = _launchers.get(host)
     while time.monotonic() < deadline:
-        pid = _init(host)
+        pid = init_pid(host)
         if pid and _ready(pid):
             return
         if launcher and launcher.poll() is not None:
@@ -278,15 +137,15 @@ def _repair(host: str) -> None:
     """Bring a running host back to normal: cable plugged in, every daemon running."""
     netns.set_link(host, up=True)
     start_engine(host)
-    if not _host_procs(host, _is_healthdriver):
-        _start_daemon(host, "healthdriver")
+    if not host_procs(host, is_healthdriver):
+        start_daemon(host, "healthdriver")
     start_sshd(host)
 
 
 def _load_images(host: str, ids: dict[str, str]) -> None:
-    listing = _check(host, images.list_images_argv()).decode()
+    listing = check(host, images.list_images_argv()).decode()
     if images.missing_images(listing, ids):
-        _check(host, images.load_argv(), timeout=300)
+        check(host, images.load_argv(), timeout=300)
 
 
 def _stray_processes(host: str) -> list[int]:
@@ -302,10 +161,10 @@ def _stray_processes(host: str) -> list[int]:
 
 
 def _teardown_host(host: str) -> None:
-    pid = _init(host)
+    pid = init_pid(host)
     if pid is not None:
-        _kill([pid], grace=0)  # SIGKILL of PID 1 ends its whole pid namespace at once
-    _kill(_stray_processes(host), grace=0)
+        kill([pid], grace=0)  # SIGKILL of PID 1 ends its whole pid namespace at once
+    kill(_stray_processes(host), grace=0)
     launcher = _launchers.pop(host, None)
     if launcher is not None:
         launcher.wait(timeout=5)
@@ -348,7 +207,7 @@ def _up() -> None:
     netns.ensure_bridge()
     running, booting = [], []
     for host, address in HOSTS.items():
-        pid = _init(host)
+        pid = init_pid(host)
         if pid is not None and _ready(pid):
             running.append(host)
             continue
@@ -412,9 +271,13 @@ def reset() -> None:
     deploy state (/root/.homelab) and an empty /srv; daemons and links restored."""
 
     def one(host: str) -> None:
-        _require_init(host)
+        require_init(host)
         _repair(host)
-        _check(host, ["sh", "-c", RESET_SCRIPT])
+        check(host, ["sh", "-c", RESET_SCRIPT])
 
     with _lab_lock():
         _parallel(one, HOSTS)
+
+
+__all__ = ["SUPERUSER_PATH", "down", "exec_on", "link_down", "link_up", "reset", "start_engine", "start_sshd",
+           "status", "stop_engine", "stop_sshd", "up"]
