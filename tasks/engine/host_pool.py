@@ -56,6 +56,7 @@ class HostPool:
 
 def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarget]:
     inv = desired.inventory
+    targeted = set(desired.targeted_hosts())
 
     def local(path: str) -> Path:
         p = Path(path).expanduser()
@@ -64,4 +65,4 @@ def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarge
     return [SshTarget(name=name, address=host.address, port=host.port, user=host.user,
                       known_hosts=local(inv.ssh.known_hosts), identity=local(inv.ssh.identity),
                       connect_timeout_s=inv.ssh.connect_timeout_s, command_timeout_s=inv.ssh.command_timeout_s)
-            for name, host in inv.hosts.items() if all_hosts or name in desired.targeted_hosts()]
+            for name, host in inv.hosts.items() if all_hosts or name in targeted]

@@ -29,8 +29,8 @@ async def roll_back(pool: HostPool, desired: DesiredState, steps: Steps, *, host
     journal = RollbackJournal()
     done = await gather_hosts(hosts, lambda host: _one_host(pool, desired, steps, journal, host=host,
                                                             stacks=stacks, to_release=to_release))
-    for exc in done.failed.values():
-        raise exc
+    if done.failed:
+        raise next(iter(done.failed.values()))
     rows = [row for host_rows in done.succeeded.values() for row in host_rows]
     return sorted(rows, key=lambda r: (r.host, r.stack))
 

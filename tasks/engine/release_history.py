@@ -6,6 +6,7 @@ from __future__ import annotations
 from model.desired import DesiredState
 from model.releases import ReleaseRecord
 from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.engine.results import gather_hosts
 from tasks.host_commands.release_list import list_releases, parse_releases_listing
 
 
@@ -24,12 +25,15 @@ def rollback_target(records: list[ReleaseRecord], current: str | None, wanted: s
 
 async def collect_releases(desired: DesiredState) -> dict:
     """``homelab releases``: every host's release records, newest first, with the current one."""
-    out: dict = {"hosts": {}}
+    inv = desired.inventory
     async with HostPool(ssh_targets(desired, all_hosts=True)) as pool:
-        for host in desired.inventory.hosts:
-            current, records = parse_releases_listing(
-                await read_history(pool, host, desired.inventory.state_dir(host), []))
-            out["hosts"][host] = {stack: {"current": current.get(stack), "releases": [
-                {"id": r.id, "status": r.status, "commit": r.commit, "created_at": r.created_at,
-                 "flow_run_id": r.flow_run_id} for r in records.get(stack, [])]} for stack in sorted(current)}
+        listed = await gather_hosts(inv.hosts, lambda h: read_history(pool, h, inv.state_dir(h), []))
+    if listed.failed:
+        raise next(iter(listed.failed.values()))
+    out: dict = {"hosts": {}}
+    for host, listing in listed.succeeded.items():
+        current, records = parse_releases_listing(listing)
+        out["hosts"][host] = {stack: {"current": current.get(stack), "releases": [
+            {"id": r.id, "status": r.status, "commit": r.commit, "created_at": r.created_at,
+             "flow_run_id": r.flow_run_id} for r in records.get(stack, [])]} for stack in sorted(current)}
     return out

@@ -76,7 +76,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
                 results += [_not_run(c, blocked) for c in changes]
                 continue
             current_phase.set(phase)
-            phase_results, held = await _run_phase_safely(run, phase, changes)
+            phase_results, held = await _run_phase_after_snapshots(run, phase, changes)
             results += phase_results
             kept.append(held)
             if any(r.result == "failed" for r in phase_results):
@@ -97,7 +97,8 @@ async def _apply_policy(policy: str, phase: str, kept: list[PhaseHeld]) -> str |
     return None if policy == "continue" else f"phase {phase} failed (policy {policy})"
 
 
-async def _run_phase_safely(run: Rollout, phase: str, changes: list[Change]) -> tuple[list[StackResult], PhaseHeld]:
+async def _run_phase_after_snapshots(run: Rollout, phase: str,
+                                     changes: list[Change]) -> tuple[list[StackResult], PhaseHeld]:
     """The phase's snapshots first: if one cannot be taken, the phase does not start."""
     snaps, snapshot_error = await _take_snapshots(run, phase, changes)
     if snapshot_error:
