@@ -49,13 +49,16 @@ def is_ours(name: str) -> bool:
     return len(name) <= MAX_NAME and _OURS.fullmatch(name) is not None
 
 
-def age_key(snapshot: Mapping[str, Any]) -> tuple[int, str]:
-    """Oldest first: Proxmox's snaptime (seconds), then the name (its minute stamp, then the rest)."""
+def age_key(snapshot: Mapping[str, Any]) -> tuple[str, int, str]:
+    """Oldest first, for our snapshots: the UTC minute stamp in the name, then Proxmox's snaptime
+    (seconds), then the rest of the name. The stamp leads because snaptime only says when the
+    snapshot was taken, to the second, and ties or crosses a second boundary by chance."""
     try:
         snaptime = int(snapshot.get("snaptime") or 0)
     except (TypeError, ValueError):
         snaptime = 0
-    return snaptime, str(snapshot.get("name", ""))
+    name = str(snapshot.get("name", ""))
+    return name[len(PREFIX):len(PREFIX) + len("yyyymmddThhmm")], snaptime, name
 
 
 def valid_name(name: str) -> bool:
