@@ -1,7 +1,7 @@
-"""The desired state: a validated inventory plus the exact bytes of every stack's compose file.
+"""The desired state: a validated inventory plus every stack's file set and compose model.
 
 Everything the planner compares against a host is computed here, locally, before any host
-is contacted: the config hash of each stack and the images it needs.
+is contacted: the config hash of each stack, the images it needs and the files it mounts.
 """
 
 from __future__ import annotations
@@ -11,29 +11,47 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from model.compose_model import ComposeInput, ComposeModel, load_compose_model
 from model.env_files import RenderedEnvFile
 from model.errors import InventoryError
-from model.inventory import Inventory, StackSecret, compose_path
+from model.inventory import Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
-from model.yamlpos import YamlSyntaxError, format_path, load_with_lines
+from model.stack_files import StackFiles, collect_stack_files
 
 
 @dataclass(frozen=True, kw_only=True)
 class DesiredStack:
+    """One stack as it should run on its hosts; ``for_host`` gives a host's own variant when
+    the inventory's ``per_host`` changes its interpolation or profiles."""
+
     name: str
     phase: str
     hosts: tuple[str, ...]
-    compose: bytes = field(repr=False)
+    files: StackFiles = field(repr=False)
+    compose: ComposeInput = field(repr=False)
     images: dict[str, str]  # service -> image reference
-    config_hash: str  # of the compose file; with secrets, also of the secret versions (see with_secrets)
+    mounts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # service -> stack files it mounts
+    identity: str  # hash of the file set and the normalized model, before secrets
+    config_hash: str  # identity plus the Vault versions of its secrets (see with_secrets)
+    project_dir: str | None = None  # on the host; None: <state_dir>/stacks/<name>
     secrets: tuple[StackSecret, ...] = ()
     env_files: dict[str, RenderedEnvFile] = field(default_factory=dict, repr=False)  # rendered from Vault
     secret_versions: dict[str, int] = field(default_factory=dict)  # KV path -> version
+    variants: dict[str, DesiredStack] = field(default_factory=dict, repr=False)  # host -> its own variant
 
     @property
     def services(self) -> tuple[str, ...]:
         return tuple(self.images)
+
+    def for_host(self, host: str) -> DesiredStack:
+        return self.variants.get(host, self)
+
+    def with_env_files(self, files: dict[str, RenderedEnvFile]) -> DesiredStack:
+        versions = {path: v for f in files.values() for path, v in f.versions.items()}
+        variants = {host: variant.with_env_files(files) for host, variant in self.variants.items()}
+        return replace(self, env_files=files, secret_versions=versions, variants=variants,
+                       config_hash=config_hash(self.identity, versions))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,57 +65,61 @@ class DesiredState:
     def with_secrets(self, env_files: dict[str, dict[str, RenderedEnvFile]]) -> DesiredState:
         """The same desired state with each stack's rendered env files (stack -> name -> file),
         whose Vault versions become part of the stack's config hash."""
-        stacks = {}
-        for name, stack in self.stacks.items():
-            files = env_files.get(name, {})
-            versions = {path: v for f in files.values() for path, v in f.versions.items()}
-            stacks[name] = replace(stack, env_files=files, secret_versions=versions,
-                                   config_hash=config_hash(stack.compose, versions))
-        return replace(self, stacks=stacks)
+        return replace(self, stacks={name: stack.with_env_files(env_files.get(name, {}))
+                                     for name, stack in self.stacks.items()})
 
     def targeted_hosts(self) -> list[str]:
         wanted = {host for stack in self.stacks.values() for host in stack.hosts}
         return [host for host in self.inventory.hosts if host in wanted]
 
 
-def config_hash(compose: bytes, secret_versions: dict[str, int] | None = None) -> str:
-    """Identity of what a stack runs from: the compose file and the Vault versions of its
-    secrets (never their values). Equal hash means nothing to do."""
-    digest = hashlib.sha256(compose)
+def config_hash(identity: str, secret_versions: dict[str, int] | None = None) -> str:
+    """Identity of what a stack runs from: its files, normalized model and placement, plus
+    the Vault versions of its secrets (never their values). Equal hash means nothing to do."""
+    digest = hashlib.sha256(identity.encode())
     if secret_versions:
         digest.update(json.dumps(secret_versions, sort_keys=True).encode())
     return "sha256:" + digest.hexdigest()
 
 
-def parse_compose_images(text: str, shown: str) -> dict[str, str]:
-    """service -> image for a compose file; every service must name an image."""
-    try:
-        doc = load_with_lines(text)
-    except YamlSyntaxError as exc:
-        raise InventoryError([f"{shown}:{exc.line or 1}: {exc}"]) from exc
-    if doc.duplicates:
-        raise InventoryError([f"{shown}:{line}: {format_path(path)}: duplicate key" for path, line in doc.duplicates])
-    services = doc.data.get("services") if isinstance(doc.data, dict) else None
-    if not isinstance(services, dict) or not services:
-        raise InventoryError([f"{shown}:1: services: a compose file needs a non-empty `services` mapping"])
-    images: dict[str, str] = {}
-    problems = []
-    for name, spec in services.items():
-        image = spec.get("image") if isinstance(spec, dict) else None
-        if not isinstance(image, str) or not image:
-            line = doc.line_of(("services", name))
-            problems.append(f"{shown}:{line}: services.{name}.image: every service needs an image "
-                            "(build images in CI and reference them here)")
-        else:
-            images[str(name)] = image
-    if problems:
-        raise InventoryError(problems)
-    return images
+def stack_identity(spec: ComposeInput, model: ComposeModel, project_dir: str | None) -> str:
+    payload = {"files": spec.files.manifest(), "model": model.digest, "compose": spec.compose_files,
+               "profiles": spec.profiles, "env": dict(sorted(spec.env.items())), "project_dir": project_dir}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: Stack) -> DesiredStack:
+    """Read one stack's folder and its normalized compose model, for each distinct host variant."""
+    folder = root / stack.folder(name)
+    ref = display_ref.partition("@")[2]
+    shown = stack.folder(name) if ref else str(folder)
+    files = collect_stack_files(root, folder, shown + (f"@{ref}" if ref else ""), include=stack.files,
+                                exclude=stack.exclude)
+    placeholders = tuple(dict.fromkeys(secret.env_file for secret in stack.secrets))
+
+    def variant(env: dict[str, str], profiles: list[str]) -> DesiredStack:
+        spec = ComposeInput(project=name, files=files, compose_files=tuple(stack.compose_files(name)),
+                            profiles=tuple(profiles), env=env, placeholder_env_files=placeholders, shown=shown, ref=ref)
+        model = load_compose_model(spec)
+        identity = stack_identity(spec, model, stack.project_dir)
+        return DesiredStack(name=name, phase=phase, hosts=tuple(stack.hosts), files=files, compose=spec,
+                            images=model.images, mounts=model.mounts, identity=identity,
+                            config_hash=config_hash(identity), project_dir=stack.project_dir,
+                            secrets=tuple(stack.secrets))
+
+    base = variant(dict(stack.env), stack.profiles)
+    variants = {}
+    for host, override in stack.per_host.items():
+        env = {**stack.env, **override.env}
+        profiles = stack.profiles if override.profiles is None else override.profiles
+        if env != stack.env or profiles != stack.profiles:
+            variants[host] = variant(env, profiles)
+    return replace(base, variants=variants)
 
 
 def load_desired_state(inventory_file: str | Path, ref: str | None = None,
                        only: list[str] | None = None) -> DesiredState:
-    """Read the inventory and compose files (at ``ref`` if given) and restrict to ``only``."""
+    """Read the inventory and stack folders (at ``ref`` if given) and restrict to ``only``."""
     with open_source(Path(inventory_file), ref) as tree:
         inventory = load_inventory(tree.inventory, tree.display)
         phase_of = inventory.stack_phase()
@@ -111,31 +133,11 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
             for name, stack in inventory.phases[phase_name].stacks.items():
                 if only and name not in only:
                     continue
-                path = compose_path(tree.inventory.parent, name, stack)
-                compose = path.read_bytes()
-                shown = _shown(path, tree.inventory.parent, tree.display)
                 try:
-                    images = parse_compose_images(_utf8(compose, shown), shown)
+                    stacks[name] = desired_stack(tree.inventory.parent, tree.display, name, phase_name, stack)
                 except InventoryError as exc:
                     problems += exc.problems
-                    continue
-                stacks[name] = DesiredStack(name=name, phase=phase_name, hosts=tuple(stack.hosts), compose=compose,
-                                            images=images, config_hash=config_hash(compose),
-                                            secrets=tuple(stack.secrets))
         if problems:
             raise InventoryError(problems)
         return DesiredState(inventory=inventory, source=tree.display, commit=tree.commit, stacks=stacks,
                             inventory_dir=Path(inventory_file).parent)
-
-
-def _utf8(data: bytes, shown: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InventoryError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from exc
-
-
-def _shown(path: Path, root: Path, display: str) -> str:
-    ref = display.partition("@")[2]
-    relative = path.relative_to(root) if path.is_relative_to(root) else path
-    return f"{relative}@{ref}" if ref else str(path)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # also a valid compose project name
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class _Strict(BaseModel):
@@ -130,7 +131,7 @@ class StackSecret(_Strict):
     @field_validator("keys")
     @classmethod
     def _env_names(cls, keys: list[str]) -> list[str]:
-        bad = [k for k in keys if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k)]
+        bad = [k for k in keys if not re.match(ENV_NAME, k)]
         if bad:
             raise ValueError(f"not environment variable names: {', '.join(bad)}")
         return keys
@@ -150,13 +151,47 @@ class VaultSection(_Strict):
     block: str | None = Field(None, description="name of a 'Homelab Vault Access' block")
 
 
+class HostOverride(_Strict):
+    """What one host runs differently: more interpolation variables, other profiles."""
+
+    env: dict[str, str] = {}
+    profiles: list[str] | None = Field(None, description="replaces the stack's profiles on this host")
+
+
 class Stack(_Strict):
     hosts: Annotated[list[str], Field(min_length=1)]
     secrets: list[StackSecret] = []
-    compose: str | None = None
+    dir: str | None = Field(None, description="the stack folder, relative to the inventory; default stacks/<name>")
+    compose: str | list[str] | None = Field(
+        None, description="compose file(s) in the stack folder, passed as -f in order; default compose.yaml")
+    files: list[str] | None = Field(None, description="globs: ship only these files of the stack folder")
+    exclude: list[str] = Field([], description="globs: never ship these")
+    env: dict[str, str] = Field({}, description="interpolation variables; they win over the stack's .env")
+    profiles: list[str] = []
+    per_host: dict[str, HostOverride] = {}
+    project_dir: str | None = Field(
+        None, description="the compose project directory on the host; default <state_dir>/stacks/<name>")
     pull: Literal["missing", "always", "never"] = "missing"
     description: str = ""
     health: Health = Health()
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in env if not re.match(ENV_NAME, k)]
+        if bad:
+            raise ValueError(f"not environment variable names: {', '.join(bad)}")
+        return env
+
+    def folder(self, stack_name: str) -> str:
+        return (self.dir or f"stacks/{stack_name}").rstrip("/")
+
+    def compose_files(self, stack_name: str) -> list[str]:
+        """Relative to the stack folder. A path that starts with the folder itself (the
+        inventory-relative form of earlier versions, ``stacks/web/compose.yaml``) still works."""
+        given = [self.compose] if isinstance(self.compose, str) else list(self.compose or [])
+        prefix = self.folder(stack_name) + "/"
+        return [name.removeprefix(prefix) for name in given] or ["compose.yaml"]
 
 
 FailurePolicy = Literal["halt", "rollback-phase", "rollback-all", "continue"]
@@ -202,7 +237,8 @@ class Inventory(_Strict):
 
 
 def compose_path(root: Path, stack_name: str, stack: Stack) -> Path:
-    return root / (stack.compose or f"stacks/{stack_name}/compose.yaml")
+    """The first (main) compose file of a stack."""
+    return root / stack.folder(stack_name) / stack.compose_files(stack_name)[0]
 
 
 

@@ -7,12 +7,13 @@ Every problem is reported as ``file:line: field: what is wrong`` and raised toge
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pydantic import ValidationError
 
 from model.errors import InventoryError
-from model.inventory import NAME, Inventory, Phase, compose_path
+from model.inventory import NAME, Inventory, Phase, Stack
+from model.stack_files import check_relative
 from model.yamlpos import Path_, YamlDocument, YamlSyntaxError, format_path, load_with_lines
 
 
@@ -96,13 +97,34 @@ def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
                         found.append(((*where, "secrets", index, "keys"),
                                       f"{key} is already rendered into {secret.env_file} by secrets[{first}]"))
                     seen_keys.setdefault((secret.env_file, key), index)
-            compose = compose_path(root, stack_name, stack)
-            if not compose.is_file():
-                found.append(((*where, "compose") if stack.compose else where,
-                              f"compose file not found: {compose}"))
+            found += _stack_path_problems(root, stack_name, stack, where)
+            for host in stack.per_host:
+                if host not in stack.hosts:
+                    found.append(((*where, "per_host", host), f"{host!r} is not one of the stack's hosts"))
     cycle = _find_cycle(inv.phases)
     if cycle:
         found.append((("phases", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle)))
+    return found
+
+
+def _stack_path_problems(root: Path, name: str, stack: Stack, where: Path_) -> list[tuple[Path_, str]]:
+    """The stack folder, compose files and globs stay inside the config repo."""
+    if stack.dir is not None and (why := check_relative(stack.dir.rstrip("/"), "dir")):
+        return [((*where, "dir"), why.replace("stack folder", "config repo"))]
+    found: list[tuple[Path_, str]] = []
+    at = (*where, "compose") if stack.compose else where
+    for index, compose in enumerate(stack.compose_files(name)):
+        spot = (*at, index) if isinstance(stack.compose, list) else at
+        if why := check_relative(compose, "compose file"):
+            found.append((spot, why))
+        elif not (root / stack.folder(name) / compose).is_file():
+            found.append((spot, f"compose file not found: {root / stack.folder(name) / compose}"))
+    for key in ("files", "exclude"):
+        for index, pattern in enumerate(getattr(stack, key) or []):
+            if why := check_relative(pattern.lstrip("/").rstrip("/") or ".", "glob"):
+                found.append(((*where, key, index), why))
+    if stack.project_dir is not None and ".." in PurePosixPath(stack.project_dir).parts:
+        found.append(((*where, "project_dir"), "project_dir must not contain `..`"))
     return found
 
 

@@ -28,6 +28,12 @@ class ReleaseRecord:
     services: list[str] = field(default_factory=list)
     secret_versions: dict[str, int] = field(default_factory=dict)  # Vault KV path -> version (never values)
     env_files: list[str] = field(default_factory=list)  # names of the rendered env files in the release dir
+    files: dict[str, str] = field(default_factory=dict)  # the stack folder: path -> "mode:sha256"
+    compose_files: list[str] = field(default_factory=list)  # in the project dir, in -f order
+    profiles: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the inventory's interpolation variables
+    project_dir: str | None = None
+    mounts: dict[str, list[str]] = field(default_factory=dict)  # service -> stack files it mounts
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:

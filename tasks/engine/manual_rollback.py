@@ -52,9 +52,11 @@ async def _one_host(pool: HostPool, desired: DesiredState, steps: Steps, journal
             rows.append(RestoreResult(**row, result="unchanged", detail="already the current release"))
             continue
         spec = inv.stack(stack) if stack in desired.stacks else None
+        undone = next((r for r in records.get(stack, []) if r.id == current[stack]), None)
         await steps.restore(StackUndo(
             pool=pool, journal=journal, host=host, state_dir=inv.state_dir(host), stack=stack,
-            release=current[stack] or "", previous=target, services=tuple(target.services),
+            release=current[stack] or "", previous=target, undone_files=undone.files if undone else {},
+            services=tuple(target.services),
             checks=spec.health.checks if spec else [],
             health_timeout_s=inv.health_timeout_s(stack) if spec else inv.defaults.health_timeout_s))
         ok = (host, stack) not in journal.failed

@@ -53,7 +53,8 @@ def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bo
     changes: list[Change] = []
     for stack in desired.stacks.values():
         for host in stack.hosts:
-            changes.append(_decide(stack.phase, host, stack.name, stack.services, stack.config_hash,
+            variant = stack.for_host(host)
+            changes.append(_decide(stack.phase, host, stack.name, variant.services, variant.config_hash,
                                    surveys[host]))
     phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
     if full:

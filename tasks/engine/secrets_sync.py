@@ -16,8 +16,8 @@ from model.desired import DesiredState
 from model.env_files import RenderedEnvFile
 from model.inventory import Inventory
 from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.host_commands.compose import project_dir
 from tasks.host_commands.file_hashes import hash_remote_files, parse_remote_hashes
-from tasks.host_commands.layout import stack_dir
 from tasks.integrations.vault.client import VaultReader
 from tasks.integrations.vault.envfile import render_env_files
 from tasks.integrations.vault.errors import SecretsError
@@ -99,7 +99,8 @@ async def find_drift(pool: HostPool, desired: DesiredState) -> list[Drift]:
 
     async def check(host: str) -> list[Drift]:
         files = by_host[host]
-        paths = [f"{stack_dir(inv.state_dir(host), stack)}/{name}" for stack, name, _ in files]
+        paths = [f"{project_dir(inv.state_dir(host), stack, desired.stacks[stack].project_dir)}/{name}"
+                 for stack, name, _ in files]
         result = await pool[host].run(hash_remote_files(paths), check=False)
         found = parse_remote_hashes(result.stdout)
         drift = []
@@ -121,7 +122,8 @@ async def fix_drift(pool: HostPool, desired: DesiredState, drift: list[Drift]) -
     inv = desired.inventory
     for item in drift:
         rendered = desired.stacks[item.stack].env_files[item.file]
-        path = f"{stack_dir(inv.state_dir(item.host), item.stack)}/{item.file}"
+        folder = project_dir(inv.state_dir(item.host), item.stack, desired.stacks[item.stack].project_dir)
+        path = f"{folder}/{item.file}"
         await pool[item.host].upload(path, rendered.content, 0o600)
 
 

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from model.desired import DesiredState
+from model.desired import DesiredStack, DesiredState
 from model.errors import HomelabError
 from model.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.engine.health import container_logs
 from tasks.engine.held_transaction import Outcome
 from tasks.engine.host_pool import HostPool
 from tasks.engine.plan import Change
+from tasks.engine.release_payload import dropped_from, payload, to_recreate
 from tasks.engine.report import StackResult
 from tasks.engine.step_set import Steps
 from tasks.engine.undo import RollbackJournal, StackUndo
-from tasks.host_commands.compose import compose_down
+from tasks.host_commands.compose import compose_down, release_project
 from tasks.host_commands.layout import current_file
 from tasks.host_commands.survey import HostSurvey
 
@@ -48,49 +49,64 @@ class _Attempt:
 
 async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
     inv, desired = run.desired.inventory, run.desired
-    stack, host = desired.stacks[change.stack], change.host
+    host = change.host
+    stack = desired.stacks[change.stack].for_host(host)
+    state_dir = inv.state_dir(host)
     previous = run.surveys[host].releases.get(stack.name)
-    release = new_release_id()
     started = time.monotonic()
-    undo = StackUndo(pool=run.pool, journal=run.journal, host=host, state_dir=inv.state_dir(host), stack=stack.name,
-                     release=release, previous=previous, services=tuple(previous.services) if previous else (),
+    record = new_record(run, stack, host, new_release_id())
+    undo = StackUndo(pool=run.pool, journal=run.journal, host=host, state_dir=state_dir, stack=stack.name,
+                     release=record.id, previous=previous, undone_files=record.files,
+                     services=tuple(previous.services) if previous else (),
                      checks=inv.stack(stack.name).health.checks, health_timeout_s=inv.health_timeout_s(stack.name))
-    attempt = await _attempt(run, change, release, previous)
+    attempt = await _attempt(run, change, stack, record, previous)
     logs = None
     if attempt.error and run.pool[host].connected:
         logs = await container_logs(run.pool[host], stack.name)
-    record = ReleaseRecord(
-        id=release, stack=stack.name, host=host, commit=desired.commit, config_hash=stack.config_hash,
-        images=attempt.images, created_at=utc_now(), flow_run_id=run.flow_run_id,
-        status="failed" if attempt.error else "active", source=desired.source, services=list(stack.services),
-        secret_versions=stack.secret_versions, env_files=sorted(stack.env_files))
+    record = replace(record, images=attempt.images, status="failed" if attempt.error else "active")
     error = attempt.error
     try:
-        await run.steps.record(run.pool, inv.state_dir(host), record, inv.defaults.keep_releases,
+        await run.steps.record(run.pool, state_dir, record, inv.defaults.keep_releases,
                                previous.id if previous else None)
     except HomelabError as exc:
         error = error or f"healthy, but the release record was not written: {exc}"
     result = StackResult(phase=change.phase, host=host, stack=stack.name, action=change.action,
-                         result="failed" if error else "healthy", reason=change.reason, release=release,
+                         result="failed" if error else "healthy", reason=change.reason, release=record.id,
                          duration_s=time.monotonic() - started, error=error, logs=logs,
                          probe_output=attempt.probe_output)
     return Outcome(result, undo.run if attempt.armed else None, failed=bool(error))
 
 
-async def _attempt(run: StackRun, change: Change, release: str, previous: ReleaseRecord | None) -> _Attempt:
+def new_record(run: StackRun, stack: DesiredStack, host: str, release: str) -> ReleaseRecord:
+    """The record of the release about to be made; images and status are filled in after."""
+    desired = run.desired
+    return ReleaseRecord(
+        id=release, stack=stack.name, host=host, commit=desired.commit, config_hash=stack.config_hash,
+        images={}, created_at=utc_now(), flow_run_id=run.flow_run_id, status="pending", source=desired.source,
+        services=list(stack.services), secret_versions=stack.secret_versions, env_files=sorted(stack.env_files),
+        files=stack.files.manifest(), compose_files=list(stack.compose.compose_files),
+        profiles=list(stack.compose.profiles), env=dict(stack.compose.env), project_dir=stack.project_dir,
+        mounts={service: list(paths) for service, paths in stack.mounts.items()})
+
+
+async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: ReleaseRecord,
+                   previous: ReleaseRecord | None) -> _Attempt:
     """Stage, up and health gate; every failure becomes the attempt's error."""
     inv, steps = run.desired.inventory, run.steps
-    stack, host, state_dir = run.desired.stacks[change.stack], change.host, inv.state_dir(change.host)
+    host, state_dir = change.host, inv.state_dir(change.host)
     spec = inv.stack(stack.name)
-    marker = json.dumps({"release": release, "previous": previous.id if previous else None,
+    marker = json.dumps({"release": record.id, "previous": previous.id if previous else None,
                          "flow_run_id": run.flow_run_id, "started_at": utc_now(), "commit": run.desired.commit})
+    project = release_project(state_dir, record)
     images: dict[str, str] = {}
     armed = False
     try:
-        images = await steps.stage(run.pool, host, state_dir, stack.name, release, stack.compose, stack.images,
-                                   spec.pull, stack.env_files)
+        images = await steps.stage(run.pool, host, state_dir, stack.name, record.id,
+                                   payload(stack, state_dir, previous), stack.images, spec.pull)
         armed = True
-        await steps.start(run.pool, host, state_dir, stack.name, release, marker, sorted(stack.env_files))
+        await steps.start(run.pool, host, state_dir, stack.name, record.id, marker, project,
+                          dropped_from(previous.files, record.files) if previous else [], sorted(stack.env_files),
+                          to_recreate(previous, record.files, stack.mounts))
         gate = await steps.health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                        inv.health_timeout_s(stack.name), spec.health.containers)
     except Exception as exc:

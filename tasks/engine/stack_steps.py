@@ -6,38 +6,32 @@ UI shows each one), and a run picks its versions through ``step_set.Steps``.
 
 from __future__ import annotations
 
-from model.env_files import RenderedEnvFile
 from model.errors import RemoteCommandError
 from model.inventory import HealthCheck
 from model.releases import ReleaseRecord
 from tasks.engine.health import GateResult, wait_healthy
 from tasks.engine.host_pool import HostPool
-from tasks.host_commands.compose import image_ids, pull_images
-from tasks.host_commands.layout import release_compose_file, release_dir
+from tasks.engine.release_payload import Payload
+from tasks.host_commands.compose import ComposeProject, compose_recreate, image_ids, pull_images
+from tasks.host_commands.layout import release_dir
 from tasks.host_commands.release_files import commit_release, stage_release, start_release
 
 
-async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: str, compose: bytes,
-                images: dict[str, str], pull: str, env_files: dict[str, RenderedEnvFile] | None = None,
-                ) -> dict[str, str]:
-    """Put the release's compose file (and rendered secrets, mode 0600, via stdin only) in
-    place and make sure its images are present (pulling per policy). Returns image ref -> id."""
+async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: str, upload: Payload,
+                images: dict[str, str], pull: str) -> dict[str, str]:
+    """Put the release's files in place in one round trip (a tar of what changed, rendered
+    secrets at mode 0600, via stdin only) and make sure its images are present (pulling per
+    policy). Returns image ref -> id."""
     transport = pool[host]
-    for name, rendered in (env_files or {}).items():
-        await transport.upload(f"{release_dir(state_dir, stack, release)}/{name}", rendered.content, 0o600)
-    path = release_compose_file(state_dir, stack, release)
     refs = list(dict.fromkeys(images.values()))
-    if pull == "always":
-        await transport.upload(path, compose)
+    where = release_dir(state_dir, stack, release)
+    found = await transport.run(stage_release(where, upload.base, upload.dropped, refs), input=upload.tar,
+                                check=False)
+    if found.exit_status == 97:
+        raise RemoteCommandError(host, f"upload of {where}", 97, found.stderr)
+    if pull == "always" or (not found.ok and pull == "missing"):
         await transport.run(pull_images(refs))
         found = await transport.run(image_ids(refs), check=False)
-    else:
-        found = await transport.run(stage_release(path, refs), input=compose, check=False)
-        if found.exit_status == 97:
-            raise RemoteCommandError(host, f"upload of {path}", 97, found.stderr)
-        if not found.ok and pull == "missing":
-            await transport.run(pull_images(refs))
-            found = await transport.run(image_ids(refs), check=False)
     if not found.ok:
         raise RemoteCommandError(host, f"image check for {stack}", found.exit_status,
                                  f"image(s) not present and pull policy is {pull!r}: {found.stderr.strip()}")
@@ -45,9 +39,13 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
 
 
 async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: str, marker: str,
-                env_files: list[str] | None = None) -> None:
-    """Mark the stack pending, install its env files and bring the release up."""
-    await pool[host].run(start_release(state_dir, stack, release, marker, env_files or []))
+                project: ComposeProject, dropped: list[str] | None = None, env_files: list[str] | None = None,
+                recreate: list[str] | None = None) -> None:
+    """Mark the stack pending, install its files and env files, bring the release up, and
+    recreate the services whose mounted files changed (compose alone would not)."""
+    await pool[host].run(start_release(state_dir, stack, release, marker, project, dropped or [], env_files or []))
+    if recreate:
+        await pool[host].run(compose_recreate(project, recreate))
 
 
 async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str, ...],

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from model.compose_model import affected_services
 from model.errors import HomelabError
 from model.inventory import HealthCheck
 from model.releases import ReleaseRecord
+from model.stack_files import changed_paths
 from tasks.engine.health import wait_healthy
 from tasks.engine.host_pool import HostPool
-from tasks.host_commands.compose import compose_down
+from tasks.engine.release_payload import dropped_from
+from tasks.host_commands.compose import compose_down, compose_recreate, release_project
 from tasks.host_commands.release_files import restore_release, settle_rollback
 
 
@@ -42,6 +45,7 @@ class StackUndo:
     stack: str
     release: str  # the release being undone
     previous: ReleaseRecord | None  # the release to go back to
+    undone_files: dict[str, str] = field(default_factory=dict)  # manifest of the release being undone
     services: tuple[str, ...] = ()  # of the previous release
     checks: list[HealthCheck] = field(default_factory=list)
     health_timeout_s: float = 60
@@ -56,13 +60,19 @@ class StackUndo:
     async def _restore(self) -> str:
         assert self.previous is not None
         transport = self.pool[self.host]
-        done = await transport.run(restore_release(self.state_dir, self.stack, self.previous.id,
-                                                   self.previous.images, self.previous.env_files), check=False)
+        previous = self.previous
+        project = release_project(self.state_dir, previous)
+        done = await transport.run(restore_release(self.state_dir, self.stack, previous.id, previous.images, project,
+                                                   dropped_from(self.undone_files, previous.files),
+                                                   previous.env_files), check=False)
         if done.exit_status == 98:
             raise HomelabError(f"an image of release {self.previous.id} is no longer on {self.host}: "
                                f"{done.stderr.strip()[-300:]}")
         if not done.ok:
             raise HomelabError(f"compose up of release {self.previous.id} failed: {done.stderr.strip()[-500:]}")
+        recreate = affected_services(previous.mounts, changed_paths(self.undone_files, previous.files))
+        if recreate:
+            await transport.run(compose_recreate(project, recreate))
         gate = await wait_healthy(transport, self.stack, self.services, self.checks, self.health_timeout_s)
         await transport.run(settle_rollback(self.state_dir, self.stack, self.previous.id, self.release))
         if not gate.ok:

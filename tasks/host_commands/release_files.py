@@ -2,24 +2,17 @@
 
 Each is one round trip; where a step must be atomic or ordered (the pending marker before
 ``compose up``, ``current`` only after the record), it is one ``sh -c`` script composed from
-the pieces in ``shell.py``. Exit statuses of our own: 96 an env file could not be installed,
-97 the upload failed, 98 a recorded image is gone from the host.
+the pieces in ``shell.py``. Exit statuses of our own: 95 a file could not be installed in the
+project directory, 96 an env file could not be, 97 the upload failed, 98 a recorded image is
+gone from the host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tasks.host_commands.compose import compose_up
-from tasks.host_commands.layout import (
-    CURRENT,
-    PENDING,
-    RELEASE_ID_PATTERN,
-    RELEASE_RECORD,
-    release_dir,
-    releases_dir,
-    stack_dir,
-)
+from tasks.host_commands.compose import ComposeProject, compose_up
+from tasks.host_commands.layout import CURRENT, PENDING, RELEASE_ID_PATTERN, RELEASE_RECORD, release_dir, releases_dir
 from tasks.host_commands.shell import script, sh
 
 UPLOAD = (
@@ -33,55 +26,79 @@ def upload_file(path: str, mode: int = 0o644) -> list[str]:
     return sh(UPLOAD, "upload", path, f"{mode:o}")
 
 
-# Exit status 97 means the upload failed; otherwise it is `docker image inspect`'s.
-STAGE = UPLOAD + ' || exit 97; shift 2; exec docker image inspect --format "{{.Id}}" "$@"'
+# Assembles a release directory from a tar on stdin: the files of the base release (the
+# previous one) are copied, the tar brings the changed files (under files/) and the rendered
+# env files (at the top, mode 0600), and paths the new release dropped are removed. Then it
+# prints the id of each image, in order (exit 1 if any is missing). 97: the upload failed.
+# Arguments: release dir, base release dir or "", dropped paths..., --, images...
+STAGE = """umask 022; r=$1; base=$2; shift 2
+rm -rf -- "$r/files" && mkdir -p -- "$r" || exit 97
+if [ -n "$base" ]; then cp -a -- "$base/files" "$r/files" || exit 97; else mkdir -p -- "$r/files" || exit 97; fi
+tar -x -o -f - -C "$r" || exit 97
+while [ "$1" != "--" ]; do rm -f -- "$r/files/$1" || exit 97; shift; done; shift
+exec docker image inspect --format "{{.Id}}" "$@"
+"""
 
 
-def stage_release(compose_file: str, images: Sequence[str]) -> list[str]:
-    """One round trip: write stdin atomically to ``compose_file`` (0644), then print the id of
-    each image, in order (exit 1 if any is missing)."""
-    return sh(STAGE, "stage-release", compose_file, "644", *images)
+def stage_release(release: str, base: str | None, dropped: Sequence[str], images: Sequence[str]) -> list[str]:
+    """One round trip: unpack the tar on stdin into ``release`` over a copy of ``base``'s
+    files, then print the id of each image, in order (exit 1 if any is missing)."""
+    return sh(STAGE, "stage-release", release, base or "", *dropped, "--", *images)
 
 
-# Copies a release's env files (rendered secrets, mode 0600) into the compose project
-# directory, atomically each. Arguments: release dir, stack dir, count, names...
-INSTALL_ENV_FILES = (
-    'd=$1; s=$2; n=$3; shift 3; mkdir -p "$s" || exit 96; '
-    'while [ "$n" -gt 0 ]; do cp -p "$d/$1" "$s/.$1.tmp" && mv -f "$s/.$1.tmp" "$s/$1" || exit 96; '
-    'shift; n=$((n - 1)); done; '
-)
+# Installs a release into the compose project directory: each file that differs is replaced
+# atomically (a file that did not change keeps its inode, so running containers that mount
+# it are not disturbed; an empty directory that docker made for a missing bind source gives
+# way), files the new release dropped are removed, and the release's env files (rendered
+# secrets) are copied in. Nothing else in the directory is touched: data lives there too.
+# Arguments: release dir, project dir, dropped paths..., --, env file names..., --
+# Exit 95: a file could not be installed; 96: an env file could not be.
+INSTALL = """r=$1; s=$2; shift 2; mkdir -p -- "$s" || exit 95
+if [ -d "$r/files" ]; then
+  ( cd "$r/files" && find . -type f ) | while IFS= read -r p; do
+    p=${p#./}; t=$s/$p
+    cmp -s -- "$r/files/$p" "$t" && continue
+    if [ -d "$t" ]; then rmdir -- "$t" || { echo "$t is a folder, the release has a file there" >&2; exit 95; }; fi
+    mkdir -p -- "$(dirname -- "$t")" && cp -p -- "$r/files/$p" "$t.homelab-new" &&
+      mv -f -- "$t.homelab-new" "$t" || exit 95
+  done || exit 95
+fi
+while [ "$1" != "--" ]; do rm -f -- "$s/$1"; shift; done; shift
+while [ "$1" != "--" ]; do cp -p -- "$r/$1" "$s/.$1.tmp" && mv -f -- "$s/.$1.tmp" "$s/$1" || exit 96; shift; done; shift
+"""
 
 
-def _env_args(state_dir: str, stack: str, release: str, env_files: Sequence[str]) -> list[str]:
-    return [release_dir(state_dir, stack, release), stack_dir(state_dir, stack), str(len(env_files)), *env_files]
+def _install_args(release: str, project: ComposeProject, dropped: Sequence[str], env_files: Sequence[str]) -> list[str]:
+    return [release, project.directory, *dropped, "--", *env_files, "--"]
 
 
 # Marks the stack "deploy in progress" before anything runs, so a run killed half-way is
 # found by the next survey; the marker is cleared when the release is recorded or undone.
-START = script(f'write_atomic "$1/{PENDING}" "$2" || exit; shift 2; ' + INSTALL_ENV_FILES + 'exec "$@"',
-               "write_atomic")
+START = script(f'write_atomic "$1/{PENDING}" "$2" || exit; shift 2; ' + INSTALL + 'exec "$@"', "write_atomic")
 
 
-def start_release(state_dir: str, stack: str, release: str, marker: str, env_files: Sequence[str] = ()) -> list[str]:
-    """Write the pending marker (JSON, no secrets), put the release's env files in place, then
-    ``compose up`` the release. Exit 96: an env file could not be installed."""
+def start_release(state_dir: str, stack: str, release: str, marker: str, project: ComposeProject,
+                  dropped: Sequence[str] = (), env_files: Sequence[str] = ()) -> list[str]:
+    """Write the pending marker (JSON, no secrets), install the release into the project
+    directory, then ``compose up`` the release."""
     return sh(START, "start-release", releases_dir(state_dir, stack), marker,
-              *_env_args(state_dir, stack, release, env_files), *compose_up(state_dir, stack, release))
+              *_install_args(release_dir(state_dir, stack, release), project, dropped, env_files),
+              *compose_up(project))
 
 
-# Puts back the exact images of a release (tags may have moved since) and its env files,
-# then brings it up.
-RESTORE = ('while [ "$1" != "--" ]; do docker tag "$2" "$1" || exit 98; shift 2; done; shift; '
-           + INSTALL_ENV_FILES + 'exec "$@"')
+# Puts back the exact images of a release (tags may have moved since), its files and env
+# files, then brings it up.
+RESTORE = 'while [ "$1" != "--" ]; do docker tag "$2" "$1" || exit 98; shift 2; done; shift; ' + INSTALL + 'exec "$@"'
 
 
-def restore_release(state_dir: str, stack: str, release: str, images: dict[str, str],
-                    env_files: Sequence[str] = ()) -> list[str]:
-    """Re-tag each image reference to the recorded image id, reinstall the release's env
-    files, then ``compose up`` the release. Exit 98: a recorded image is gone from the host."""
+def restore_release(state_dir: str, stack: str, release: str, images: dict[str, str], project: ComposeProject,
+                    dropped: Sequence[str] = (), env_files: Sequence[str] = ()) -> list[str]:
+    """Re-tag each image reference to the recorded image id, reinstall the release's files
+    and env files, then ``compose up`` it. Exit 98: a recorded image is gone from the host."""
     pairs = [part for ref, image_id in sorted(images.items()) for part in (ref, image_id)]
-    return sh(RESTORE, "restore-release", *pairs, "--", *_env_args(state_dir, stack, release, env_files),
-              *compose_up(state_dir, stack, release))
+    return sh(RESTORE, "restore-release", *pairs, "--",
+              *_install_args(release_dir(state_dir, stack, release), project, dropped, env_files),
+              *compose_up(project))
 
 
 SETTLE_ROLLBACK = script(f"""

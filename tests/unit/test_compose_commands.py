@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from model.releases import ReleaseRecord
-from tasks.host_commands.compose import compose, compose_down, compose_logs, compose_up, image_ids, pull_images
+from model.stack_files import StackFile, StackFiles
+from tasks.host_commands.compose import (
+    compose_down,
+    compose_logs,
+    compose_recreate,
+    compose_up,
+    image_ids,
+    pull_images,
+    release_project,
+)
 from tasks.host_commands.containers import wait_settled
 from tasks.host_commands.layout import release_compose_file, release_dir, releases_dir, stack_dir
 from tasks.host_commands.release_files import (
@@ -27,6 +36,18 @@ from tasks.host_commands.release_files import (
 from tasks.host_commands.survey import survey
 
 REL = "20260101T000000Z-aaaaaa"
+
+
+def _release_record(release: str = REL, **fields) -> ReleaseRecord:
+    return ReleaseRecord(id=release, stack="media", host="h", commit=None, config_hash="sha256:x", images={},
+                         created_at="2026-01-01T00:00:00+00:00", flow_run_id=None, **fields)
+
+
+LEGACY = release_project("s", _release_record())  # recorded before stacks were folders
+FOLDER = release_project(".homelab", _release_record(
+    compose_files=["compose.yaml", "gpu.override.yaml"], profiles=["gpu"], env={"TAG": "2"},
+    files={".env": "644:ab", "compose.yaml": "644:cd"}))
+UP = ["up", "-d", "--remove-orphans", "--pull", "never", "--no-build"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +66,23 @@ BUILDERS = [
     ("layout release_dir", release_dir(".homelab", "media", REL), f".homelab/releases/media/{REL}"),
     ("layout release_compose_file", release_compose_file("/srv/state", "media", REL),
      f"/srv/state/releases/media/{REL}/compose.yaml"),
-    ("compose", compose(".homelab", "media", REL, "ps", "--format", "json"),
+    ("compose of a legacy release", LEGACY.argv("ps", "--format", "json"),
+     ["docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
+      "-f", f"s/releases/media/{REL}/compose.yaml", "ps", "--format", "json"]),
+    ("compose of a folder release", FOLDER.argv("ps"),
      ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
-      "-f", f".homelab/releases/media/{REL}/compose.yaml", "ps", "--format", "json"]),
-    ("compose_up", compose_up(".homelab", "media", REL),
-     ["docker", "compose", "-p", "media", "--project-directory", ".homelab/stacks/media",
-      "-f", f".homelab/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"]),
+      "--env-file", ".homelab/stacks/media/.env", "--env-file", f".homelab/releases/media/{REL}/homelab.env",
+      "-f", ".homelab/stacks/media/compose.yaml", "-f", ".homelab/stacks/media/gpu.override.yaml",
+      "--profile", "gpu", "ps"]),
+    ("compose of an adopted project dir", release_project("s", _release_record(compose_files=["docker-compose.yml"],
+                                                                       project_dir="/opt/media/")).argv("ps"),
+     ["docker", "compose", "-p", "media", "--project-directory", "/opt/media", "-f",
+      "/opt/media/docker-compose.yml", "ps"]),
+    ("compose_up", compose_up(LEGACY),
+     ["docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
+      "-f", f"s/releases/media/{REL}/compose.yaml", *UP]),
+    ("compose_recreate", compose_recreate(LEGACY, ["web", "db"]),
+     [*LEGACY.argv(), *UP, "--no-deps", "--force-recreate", "web", "db"]),
     ("pull_images", pull_images(["redis:7", "ghcr.io/x/y:1"]), ScriptCall(["pull-images", "redis:7",
                                                                   "ghcr.io/x/y:1"])),
     ("compose_logs default", compose_logs("media"),
@@ -64,8 +96,10 @@ BUILDERS = [
     ("wait_settled", wait_settled("media", 2, 19.7), ScriptCall(["wait-settled", "media", "2", "19"])),
     ("wait_settled past deadline", wait_settled("media", 1, -3),
      ScriptCall(["wait-settled", "media", "1", "0"])),
-    ("stage_release", stage_release("s/r/compose.yaml", ["a:1", "b:2"]),
-     ScriptCall(["stage-release", "s/r/compose.yaml", "644", "a:1", "b:2"])),
+    ("stage_release", stage_release("s/r", "s/base", ["old.conf"], ["a:1", "b:2"]),
+     ScriptCall(["stage-release", "s/r", "s/base", "old.conf", "--", "a:1", "b:2"])),
+    ("stage_release first", stage_release("s/r", None, [], ["a:1"]),
+     ScriptCall(["stage-release", "s/r", "", "--", "a:1"])),
     ("upload_file default mode", upload_file(".homelab/releases/media/x/compose.yaml"),
      ScriptCall(["upload", ".homelab/releases/media/x/compose.yaml", "644"])),
     ("upload_file 0o600", upload_file("/srv/a b/.env", 0o600), ScriptCall(["upload", "/srv/a b/.env", "600"])),
@@ -76,16 +110,12 @@ BUILDERS = [
      ScriptCall(["commit-release", "/srv/state/releases/redis", REL, "3", "0", ""])),
     ("commit_release protect", commit_release("s", "redis", REL, 3, True, protect="OLD"),
      ScriptCall(["commit-release", "s/releases/redis", REL, "3", "1", "OLD"])),
-    ("start_release", start_release("s", "media", REL, '{"release": "x"}', [".env.secrets"]),
+    ("start_release", start_release("s", "media", REL, '{"release": "x"}', LEGACY, ["gone.yml"], [".env.secrets"]),
      ScriptCall(["start-release", "s/releases/media", '{"release": "x"}',
-      f"s/releases/media/{REL}", "s/stacks/media", "1", ".env.secrets",
-      "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
-      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"])),
-    ("restore_release", restore_release("s", "media", REL, {"b:2": "sha256:bb", "a:1": "sha256:aa"}),
+      f"s/releases/media/{REL}", "s/stacks/media", "gone.yml", "--", ".env.secrets", "--", *compose_up(LEGACY)])),
+    ("restore_release", restore_release("s", "media", REL, {"b:2": "sha256:bb", "a:1": "sha256:aa"}, LEGACY),
      ScriptCall(["restore-release", "a:1", "sha256:aa", "b:2", "sha256:bb", "--",
-      f"s/releases/media/{REL}", "s/stacks/media", "0",
-      "docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
-      "-f", f"s/releases/media/{REL}/compose.yaml", "up", "-d", "--remove-orphans", "--pull", "never"])),
+      f"s/releases/media/{REL}", "s/stacks/media", "--", "--", *compose_up(LEGACY)])),
     ("settle_rollback restored", settle_rollback("s", "media", "OLD", REL),
      ScriptCall(["settle-rollback", "s/releases/media", "OLD", REL])),
     ("settle_rollback none", settle_rollback("s", "media", None, REL),
@@ -105,11 +135,11 @@ def test_builder_returns_exact_argv(built, expected):
         assert built == expected
 
 
-def test_compose_up_never_pulls_and_removes_orphans():
-    argv = compose_up(".homelab", "media", REL)
+def test_compose_up_never_pulls_never_builds_and_removes_orphans():
+    argv = compose_up(FOLDER)
     up = argv.index("up")
     assert argv[argv.index("--pull") + 1] == "never"
-    assert "--remove-orphans" in argv[up:]
+    assert "--remove-orphans" in argv[up:] and "--no-build" in argv[up:]
     assert argv[argv.index("-p") + 1] == "media"
 
 
@@ -120,13 +150,14 @@ def test_compose_up_never_pulls_and_removes_orphans():
 ODD_STATE = "/srv/home lab/it's $HOME; touch pwned; `touch pwned2`"
 
 ODD_BUILT = {
-    "compose_up": compose_up(ODD_STATE, "media", REL),
+    "compose_up": compose_up(release_project(ODD_STATE, _release_record(compose_files=["a b.yaml"], env={"X": "1"},
+                                                                files={".env": "644:x"}))),
     "pull_images": pull_images(["web server:1"]),
     "compose_logs": compose_logs("media"),
     "compose_down": compose_down("media"),
     "image_ids": image_ids(["nginx:1.27", "ghcr.io/x/y@sha256:abc"]),
     "wait_settled": wait_settled("media", 3, 10),
-    "stage_release": stage_release(f"{ODD_STATE}/compose.yaml", ["web server:1"]),
+    "stage_release": stage_release(f"{ODD_STATE}/r", f"{ODD_STATE}/base", ["a b"], ["web server:1"]),
     "upload_file": upload_file(f"{ODD_STATE}/compose.yaml", 0o640),
     "commit_release": commit_release(ODD_STATE, "media", REL, 5, True),
     "survey": survey(ODD_STATE, True),
@@ -325,33 +356,63 @@ def test_wait_settled_fails_when_docker_ps_fails(fake_bin):
     assert b"[]" not in done.stdout
 
 
-def test_stage_release_writes_the_file_then_lists_image_ids(fake_bin, tmp_path):
+FILES = StackFiles((StackFile("compose.yaml", 0o644, b"services: {}\n"), StackFile("conf/app.yml", 0o644, b"v: 2\n"),
+                    StackFile("run.sh", 0o755, b"#!/bin/sh\n")))
+
+
+def test_stage_release_unpacks_the_tar_then_lists_image_ids(fake_bin, tmp_path):
     env = fake_bin("docker", FAKE_DOCKER)
-    target = tmp_path / "releases" / "media" / REL / "compose.yaml"
-    done = subprocess.run(stage_release(str(target), ["a:1", "b:2"]), input=b"services: {}\n",
+    release = tmp_path / "releases" / "media" / REL
+    tar = FILES.tar(extra={".env.secrets": (b"A='1'\n", 0o600)})
+    done = subprocess.run(stage_release(str(release), None, [], ["a:1", "b:2"]), input=tar,
                           capture_output=True, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().split() == ["sha256:a:1", "sha256:b:2"]
-    assert target.read_bytes() == b"services: {}\n"
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert [p.name for p in target.parent.iterdir()] == ["compose.yaml"]  # no temp file left
+    assert (release / "files" / "conf" / "app.yml").read_bytes() == b"v: 2\n"
+    assert stat.S_IMODE((release / "files" / "run.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((release / "files" / "compose.yaml").stat().st_mode) == 0o644
+    assert stat.S_IMODE((release / ".env.secrets").stat().st_mode) == 0o600
 
 
-def test_stage_release_reports_a_missing_image_after_writing(fake_bin, tmp_path):
+def test_stage_release_copies_the_base_and_brings_only_what_changed(fake_bin, tmp_path):
     env = fake_bin("docker", FAKE_DOCKER)
-    target = tmp_path / "compose.yaml"
-    done = subprocess.run(stage_release(str(target), ["missing:1"]), input=b"x", capture_output=True, env=env,
-                          check=False)
+    base, release = tmp_path / "base", tmp_path / "new"
+    (base / "files" / "conf").mkdir(parents=True)
+    (base / "files" / "compose.yaml").write_bytes(b"services: {}\n")
+    (base / "files" / "conf" / "app.yml").write_bytes(b"v: 1\n")
+    (base / "files" / "old.conf").write_bytes(b"gone\n")
+    tar = FILES.tar(only=["conf/app.yml"])
+    done = subprocess.run(stage_release(str(release), str(base), ["old.conf"], ["a:1"]), input=tar,
+                          capture_output=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    found = sorted(str(p.relative_to(release / "files")) for p in (release / "files").rglob("*") if p.is_file())
+    assert found == ["compose.yaml", "conf/app.yml"]
+    assert (release / "files" / "conf" / "app.yml").read_bytes() == b"v: 2\n"
+    assert (base / "files" / "conf" / "app.yml").read_bytes() == b"v: 1\n"  # the base release is untouched
+
+
+def test_stage_release_reports_a_missing_image_after_unpacking(fake_bin, tmp_path):
+    env = fake_bin("docker", FAKE_DOCKER)
+    done = subprocess.run(stage_release(str(tmp_path / "r"), None, [], ["missing:1"]), input=FILES.tar(),
+                          capture_output=True, env=env, check=False)
     assert done.returncode == 1
     assert b"No such image: missing:1" in done.stderr
-    assert target.read_bytes() == b"x"
+    assert (tmp_path / "r" / "files" / "compose.yaml").is_file()
 
 
-def test_stage_release_exits_97_when_the_upload_fails(fake_bin, tmp_path):
+@pytest.mark.parametrize("case", ["not a tar", "release dir blocked", "base missing"])
+def test_stage_release_exits_97_when_the_upload_fails(fake_bin, tmp_path, case):
     env = fake_bin("docker", FAKE_DOCKER)
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    done = subprocess.run(stage_release(str(blocker / "sub" / "compose.yaml"), ["a:1"]), input=b"x",
+    release, base, data = tmp_path / "r", None, FILES.tar()
+    if case == "not a tar":
+        data = b"x" * 1024
+    elif case == "release dir blocked":
+        release = blocker / "sub"
+    else:
+        base = str(tmp_path / "nowhere")
+    done = subprocess.run(stage_release(str(release), base, [], ["a:1"]), input=data,
                           capture_output=True, env=env, check=False)
     assert done.returncode == 97
 
@@ -363,27 +424,56 @@ def test_commit_release_never_prunes_the_protected_previous_release(tmp_path):
     assert _listing(directory) == sorted([OLD[0], OLD[-1], NEW])
 
 
-def test_start_release_writes_the_marker_installs_env_files_then_runs(tmp_path):
+def _release_with_files(tmp_path: Path) -> tuple[Path, Path]:
     releases = tmp_path / "releases" / "media"
-    (releases / REL).mkdir(parents=True)
+    files = releases / REL / "files"
+    (files / "conf").mkdir(parents=True)
+    (files / "compose.yaml").write_bytes(b"services: {}\n")
+    (files / "conf" / "app.yml").write_bytes(b"v: 2\n")
+    (files / "same.conf").write_bytes(b"same\n")
     (releases / REL / ".env.secrets").write_text("A='1'\n")
     (releases / REL / ".env.secrets").chmod(0o600)
-    stackdir = tmp_path / "stacks" / "media"
+    return releases, tmp_path / "stacks" / "media"
+
+
+def test_start_release_writes_the_marker_installs_files_and_env_files_then_runs(tmp_path):
+    releases, stackdir = _release_with_files(tmp_path)
+    (stackdir / "data").mkdir(parents=True)
+    (stackdir / "data" / "db.sqlite").write_bytes(b"precious")  # not the release's: never touched
+    (stackdir / "same.conf").write_bytes(b"same\n")
+    (stackdir / "dropped.conf").write_bytes(b"old\n")
+    (stackdir / "conf" / "app.yml").mkdir(parents=True)  # what docker makes for a missing bind source
+    inode = (stackdir / "same.conf").stat().st_ino
     argv = ["sh", "-c", START, "start-release", str(releases), '{"release": "x"}', str(releases / REL),
-            str(stackdir), "1", ".env.secrets", "sh", "-c", 'cat "$0/pending" "$1/.env.secrets"; exit 3',
-            str(releases), str(stackdir)]
+            str(stackdir), "dropped.conf", "--", ".env.secrets", "--",
+            "sh", "-c", 'cat "$0/pending" "$1/.env.secrets" "$1/conf/app.yml"; exit 3', str(releases), str(stackdir)]
     done = _run(argv)
-    assert done.returncode == 3  # the command's own status
-    assert done.stdout == b'{"release": "x"}\nA=\'1\'\n'
+    assert done.returncode == 3, done.stderr  # the command's own status
+    assert done.stdout == b'{"release": "x"}\nA=\'1\'\nv: 2\n'
     assert stat.S_IMODE((stackdir / ".env.secrets").stat().st_mode) == 0o600
-    assert sorted(p.name for p in stackdir.iterdir()) == [".env.secrets"]  # no temp file left
+    assert (stackdir / "same.conf").stat().st_ino == inode  # unchanged: running mounts see the same file
+    assert (stackdir / "data" / "db.sqlite").read_bytes() == b"precious"
+    found = sorted(str(p.relative_to(stackdir)) for p in stackdir.rglob("*") if p.is_file())
+    assert found == [".env.secrets", "compose.yaml", "conf/app.yml", "data/db.sqlite", "same.conf"]
+
+
+def test_start_release_stops_with_95_when_a_folder_holds_a_file_s_place(tmp_path):
+    releases, stackdir = _release_with_files(tmp_path)
+    (stackdir / "conf" / "app.yml").mkdir(parents=True)
+    (stackdir / "conf" / "app.yml" / "keep").write_text("user data")
+    argv = ["sh", "-c", START, "start-release", str(releases), "{}", str(releases / REL), str(stackdir),
+            "--", "--", "touch", str(tmp_path / "ran")]
+    done = _run(argv)
+    assert done.returncode == 95
+    assert b"is a folder" in done.stderr
+    assert not (tmp_path / "ran").exists()
 
 
 def test_start_release_stops_with_96_when_an_env_file_is_missing(tmp_path):
     releases = tmp_path / "releases" / "media"
     (releases / REL).mkdir(parents=True)
     argv = ["sh", "-c", START, "start-release", str(releases), "{}", str(releases / REL),
-            str(tmp_path / "stack"), "1", ".env.secrets", "touch", str(tmp_path / "ran")]
+            str(tmp_path / "stack"), "--", ".env.secrets", "--", "touch", str(tmp_path / "ran")]
     assert _run(argv).returncode == 96
     assert not (tmp_path / "ran").exists()
 
@@ -405,13 +495,13 @@ def test_settle_rollback_moves_current_marks_and_clears(tmp_path, restored, curr
 def test_restore_release_retags_then_runs_and_reports_a_missing_image(fake_bin, tmp_path):
     log = tmp_path / "log"
     env = fake_bin("docker", f'echo "$*" >> {log}; [ "$3" = gone:1 ] && exit 1; exit 0\n')
-    argv = restore_release(".homelab", "media", REL, {"a:1": "sha256:aa"})
+    argv = restore_release(".homelab", "media", REL, {"a:1": "sha256:aa"}, LEGACY)
     done = _run(argv, env=env)
     assert done.returncode == 0, done.stderr
     lines = log.read_text().splitlines()
     assert lines[0] == "tag sha256:aa a:1"
     assert lines[1].startswith("compose -p media ")
-    missing = _run(restore_release(".homelab", "media", REL, {"gone:1": "sha256:00"}), env=env)
+    missing = _run(restore_release(".homelab", "media", REL, {"gone:1": "sha256:00"}, LEGACY), env=env)
     assert missing.returncode == 98
 
 

@@ -51,8 +51,8 @@ def test_worktree_state_outside_git(tmp_path):
     web = desired.stacks["web"]
     assert (web.phase, web.hosts, web.images, web.services) == ("top", ("alpha", "beta"), {"web": "nginx:1.26"},
                                                                 ("web",))
-    assert web.compose == WEB_V1.encode()
-    assert web.config_hash == config_hash(WEB_V1.encode())
+    assert web.files.get("compose.yaml").data == WEB_V1.encode()
+    assert web.config_hash == config_hash(web.identity)
     assert desired.targeted_hosts() == ["alpha", "beta"]
 
 
@@ -69,9 +69,12 @@ def test_only_with_an_unknown_stack(tmp_path):
         load_desired_state(inventory, only=["nope", "db"])
 
 
-def test_config_hash_is_sha256_of_the_exact_bytes():
-    assert config_hash(b"") == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    assert config_hash(WEB_V1.encode()) != config_hash(WEB_V1.encode() + b"\n")
+def test_config_hash_follows_every_byte_of_the_stack_folder(tmp_path):
+    assert config_hash("") == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    one = load_desired_state(write_tree(tmp_path / "a", INVENTORY, {"web": WEB_V1, "db": DB})).stacks["web"]
+    again = load_desired_state(write_tree(tmp_path / "b", INVENTORY, {"web": WEB_V1, "db": DB})).stacks["web"]
+    other = load_desired_state(write_tree(tmp_path / "c", INVENTORY, {"web": WEB_V1 + "\n", "db": DB})).stacks["web"]
+    assert one.config_hash == again.config_hash != other.config_hash
 
 
 def test_ref_deploys_the_files_as_committed(repo):
@@ -82,12 +85,13 @@ def test_ref_deploys_the_files_as_committed(repo):
     at_ref = load_desired_state(inventory, "v1")
     assert at_ref.commit == head
     assert at_ref.source == "deploy/homelab.yaml@v1"
-    assert at_ref.stacks["web"].config_hash == config_hash(WEB_V1.encode())
+    assert at_ref.stacks["web"].files.get("compose.yaml").data == WEB_V1.encode()
     assert at_ref.stacks["web"].images == {"web": "nginx:1.26"}
 
     worktree = load_desired_state(inventory)
     assert worktree.commit == f"{head}+dirty"
-    assert worktree.stacks["web"].config_hash == config_hash(WEB_V2.encode())
+    assert worktree.stacks["web"].files.get("compose.yaml").data == WEB_V2.encode()
+    assert worktree.stacks["web"].config_hash != at_ref.stacks["web"].config_hash
     assert worktree.stacks["web"].images == {"web": "nginx:1.27"}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from unitsupport import MINIMAL_COMPOSE, line_of, write_tree
 
-from model.desired import load_desired_state, parse_compose_images
+from model.desired import load_desired_state
 from model.errors import InventoryError
 from model.inventory import HealthCheck, tcp_endpoint
 from model.inventory_loader import load_inventory
@@ -244,16 +244,19 @@ def test_compose_file_problem_names_file_and_line(tmp_path, compose, needle, wha
     assert what in caught.value.problems[0]
 
 
-def test_compose_images_are_read_per_service():
+def images_of(tmp_path: Path, compose: str) -> dict[str, str]:
+    return load_desired_state(write_tree(tmp_path, VALID, {"web": compose})).stacks["web"].images
+
+
+def test_compose_images_are_read_per_service(tmp_path):
     text = "services:\n  server:\n    image: ghcr.io/goauthentik/server:2024.8.3\n  worker:\n    image: w:1\n"
-    assert parse_compose_images(text, "x.yaml") == {"server": "ghcr.io/goauthentik/server:2024.8.3",
-                                                   "worker": "w:1"}
+    assert images_of(tmp_path, text) == {"server": "ghcr.io/goauthentik/server:2024.8.3", "worker": "w:1"}
 
 
-def test_compose_file_with_a_duplicate_key_is_rejected():
+def test_compose_file_with_a_duplicate_key_is_rejected(tmp_path):
     text = "services:\n  web:\n    image: nginx:1.26\n    image: nginx:1.27\n"
     with pytest.raises(InventoryError, match="duplicate key"):
-        parse_compose_images(text, "stacks/web/compose.yaml")
+        images_of(tmp_path, text)
 
 
 MERGED_COMPOSE = """
@@ -270,8 +273,8 @@ services:
 """
 
 
-def test_compose_merge_keys_are_resolved():
-    assert parse_compose_images(MERGED_COMPOSE, "stacks/authentik/compose.yaml") == {
+def test_compose_merge_keys_are_resolved(tmp_path):
+    assert images_of(tmp_path, MERGED_COMPOSE) == {
         "server": "ghcr.io/goauthentik/server:2024.8.3", "worker": "ghcr.io/goauthentik/server:2024.8.3"}
 
 

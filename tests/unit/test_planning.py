@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from model.compose_model import ComposeInput
 from model.desired import DesiredStack, DesiredState, config_hash
 from model.inventory import Inventory
 from model.releases import ReleaseRecord
+from model.stack_files import StackFiles
 from tasks.engine.plan import ORPHANS, Change, make_plan
 from tasks.host_commands.containers import Container
 from tasks.host_commands.survey import HostSurvey
 
-WANT = config_hash(b"services:\n  web:\n    image: nginx:1.27\n")
-OLD = config_hash(b"services:\n  web:\n    image: nginx:1.26\n")
+WANT = config_hash("services:\n  web:\n    image: nginx:1.27\n")
+OLD = config_hash("services:\n  web:\n    image: nginx:1.26\n")
 
 INVENTORY = Inventory.model_validate({
     "hosts": {"alpha": {"address": "10.0.0.1"}, "beta": {"address": "10.0.0.2"}},
@@ -22,8 +24,10 @@ INVENTORY = Inventory.model_validate({
 
 def stack(name: str, phase: str, hosts: tuple[str, ...], services: tuple[str, ...] = ("web",),
           want: str = WANT) -> DesiredStack:
-    return DesiredStack(name=name, phase=phase, hosts=hosts, compose=b"", images={s: f"{s}:1" for s in services},
-                        config_hash=want)
+    files = StackFiles(())
+    return DesiredStack(name=name, phase=phase, hosts=hosts, files=files,
+                        compose=ComposeInput(project=name, files=files, compose_files=("compose.yaml",)),
+                        images={s: f"{s}:1" for s in services}, identity=want, config_hash=want)
 
 
 def desired(*stacks: DesiredStack) -> DesiredState:
