@@ -3,8 +3,11 @@ directory (where an SSH command starts) unless the inventory's ``state_dir`` is 
 
 Under ``state_dir`` (default ``.homelab``)::
 
-    stacks/<stack>/                        compose project directory (stable across releases)
-    releases/<stack>/<release>/compose.yaml
+    stacks/<stack>/                        compose project directory (stable across releases; the
+                                           stack's `project_dir` may put it elsewhere)
+    releases/<stack>/<release>/files/...   the stack folder as shipped (installed into the project dir)
+    releases/<stack>/<release>/<env file>  rendered secrets (mode 0600); homelab.env: inventory `env:`
+    releases/<stack>/<release>/compose.yaml  releases made before stacks were folders
     releases/<stack>/<release>/release.json
     releases/<stack>/current               id of the active release
     releases/<stack>/pending               marker of a deploy in progress (JSON, no secrets)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ async def test_full_deploy_then_noop_recreates_nothing(clean_lab: Path) -> None:
     assert [s["phase"] for s in report["stacks"]] == sorted(
         (s["phase"] for s in report["stacks"]), key=["foundation", "core", "apps", "ai", "edge"].index)
     before = container_ids()
-    assert sum(len(ids) for ids in before.values()) == 15  # authentik and monitoring run two services
+    assert sum(len(ids) for ids in before.values()) == 16  # authentik runs two services, monitoring three
 
     state, again = await deploy(clean_lab, ref="v1")
     assert again["result"] == "success"
@@ -58,8 +59,10 @@ async def test_release_record_names_the_commit_and_images(clean_lab: Path) -> No
     assert record["images"]["localhost/lab-web:1"].startswith("sha256:")
     assert record["images"]["localhost/lab-web:1"] == on_host(
         "rtx1080", ["docker", "image", "inspect", "--format", "{{.Id}}", "localhost/lab-web:1"]).strip()
-    compose = on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/compose.yaml"])
+    compose = on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/files/compose.yaml"])
     assert "localhost/lab-web:1" in compose
+    assert record["files"] == {"compose.yaml": "644:" + hashlib.sha256(compose.encode()).hexdigest()}
+    assert on_host("rtx1080", ["cat", "/root/.homelab/stacks/postgres/compose.yaml"]) == compose  # installed
 
 
 async def test_one_stack_change_touches_only_that_stack(clean_lab: Path) -> None:

@@ -25,7 +25,7 @@ async def test_deploy_delivers_secrets_as_0600_env_files_and_records_versions(cl
     record = json.loads(on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/release.json"]))
     assert record["secret_versions"] == {f"{prefix}/homelab/postgres": 1}
     assert value not in json.dumps(record)
-    compose = on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/compose.yaml"])
+    compose = on_host("rtx1080", ["cat", f"/root/.homelab/releases/postgres/{release}/files/compose.yaml"])
     assert value not in compose  # values only ever live in the env file
     for host in ("vps", "thinkpad"):
         assert container_env(host, "jjeco-light")["JJECO_API_KEY"] == vault[f"{prefix}/homelab/jjeco"]

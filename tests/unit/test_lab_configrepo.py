@@ -80,4 +80,11 @@ def test_tags_differ_only_in_the_changed_stacks(generated_inventory):
 def test_lab_stacks_with_extra_services(generated_inventory):
     stacks = load_desired_state(generated_inventory, "v2").stacks
     assert stacks["authentik"].images == {"web": "localhost/lab-web:1", "worker": configrepo.WORKER}
-    assert stacks["monitoring"].services == ("web", "grafana")
+    monitoring = stacks["monitoring"]
+    # include:, an override file, a profile, .env interpolation: as compose itself reads them
+    assert monitoring.images == {"web": "localhost/lab-web:1", "exporter": configrepo.WORKER,
+                                 "grafana": "localhost/lab-web:1"}
+    assert monitoring.mounts == {"web": ("prometheus.yml",), "exporter": (), "grafana": ("grafana/grafana.ini",)}
+    assert monitoring.compose.env == {"ROLE": "lab-monitoring"}
+    assert sorted(monitoring.files.manifest()) == [".env", "compose.yaml", "grafana/compose.yaml",
+                                                   "grafana/grafana.ini", "lab.override.yaml", "prometheus.yml"]
