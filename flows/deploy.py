@@ -14,6 +14,7 @@ from model.errors import DeployFailed
 from model.inventory import FailurePolicy
 from tasks.engine import audit
 from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.engine.image_refresh import refresh_hosts
 from tasks.engine.locks import hold_hosts
 from tasks.engine.plan import make_plan
 from tasks.engine.prefect_slots import prefect_host_slots
@@ -28,8 +29,10 @@ from tasks.steps import PREFECT_STEPS
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
 async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str | None = None,
                          only: list[str] | None = None, prune: bool = False,
-                         on_failure: FailurePolicy | None = None, lock_wait_s: float = 90) -> dict:
-    """Deploy the inventory (at git ``ref`` if given); only the stacks in ``only`` if given."""
+                         on_failure: FailurePolicy | None = None, refresh_images: bool = False,
+                         lock_wait_s: float = 90) -> dict:
+    """Deploy the inventory (at git ``ref`` if given); only the stacks in ``only`` if given.
+    ``refresh_images`` pulls every stack's images first and updates those whose tags moved."""
     started = time.monotonic()
     run_id = str(flow_run.get_id())
     desired = load_desired_state(inventory, ref, only)
@@ -38,7 +41,11 @@ async def deploy_homelab(inventory: str = "deployments/homelab.yaml", ref: str |
     async with HostPool(ssh_targets(desired)) as pool, \
             hold_hosts(pool, desired, owner, lock_wait_s, PREFECT_STEPS.survey) as surveys:
         interrupted = report_interrupted(surveys)
-        plan = make_plan(desired, surveys, full=not only)
+        fresh = await refresh_hosts(pool, desired, surveys, everything=refresh_images,
+                                    read=PREFECT_STEPS.refresh_images)
+        for warning in fresh.warnings:
+            get_run_logger().warning("%s", warning)
+        plan = make_plan(desired, surveys, full=not only, fresh_images=fresh.ids)
         if plan.pending:
             await publish_plan(plan)
         run = Rollout(pool=pool, desired=desired, surveys=surveys, flow_run_id=run_id, steps=PREFECT_STEPS,

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.engine import stack_steps
+from tasks.engine.image_refresh import read_fresh
 from tasks.engine.phase_snapshots import take_snapshot
 from tasks.engine.preflight import read_survey
 from tasks.engine.release_history import read_history
@@ -37,4 +38,5 @@ PREFECT_STEPS = Steps(
     snapshot=task(name="snapshot-vm", task_run_name="snapshot {snap.host} {snap.name}", **LOCAL)(take_snapshot),
     restore=task(name="restore-release", task_run_name="restore {undo.stack}@{undo.host}", **LOCAL)(restore),
     list_releases=task(name="list-releases", task_run_name="releases {host}", **REMOTE)(read_history),
+    refresh_images=task(name="refresh-images", task_run_name="pull images {host}", **REMOTE)(read_fresh),
 )

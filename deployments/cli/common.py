@@ -29,6 +29,8 @@ InventoryOption = Annotated[Path, typer.Option("--inventory", "-i", help="invent
 RefOption = Annotated[str | None, typer.Option("--ref", help="deploy the inventory as it was at this git commit/tag")]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable output (stable field names)")]
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="limit to these stacks (repeatable)")]
+RefreshOption = Annotated[bool, typer.Option(
+    "--refresh-images", help="pull every stack's images again; stacks whose tags moved are updated")]
 LockWaitOption = Annotated[float, typer.Option("--lock-wait", help="seconds to wait for another run's host locks")]
 
 T = TypeVar("T")

@@ -14,6 +14,7 @@ from deployments.cli.common import (
     LockWaitOption,
     OnlyOption,
     RefOption,
+    RefreshOption,
     emit,
     exit_after_flush,
     fail,
@@ -31,12 +32,14 @@ POLICIES = get_args(FailurePolicy)
 
 @app.command()
 def plan(inventory: InventoryOption = DEFAULT_INVENTORY, ref: RefOption = None, only: OnlyOption = None,
-         as_json: JsonOption = False) -> None:
-    """Show, per phase, host and stack, what a deploy would do, and why."""
+         refresh_images: RefreshOption = False, as_json: JsonOption = False) -> None:
+    """Show, per phase, host and stack, what a deploy would do, and why. With
+    --refresh-images the hosts pull the images first (no container changes)."""
     from tasks.engine.preview import preview_plan
 
     async def run() -> dict:
-        return (await preview_plan(load(inventory, ref, only), full=not only)).to_json()
+        return (await preview_plan(load(inventory, ref, only), full=not only,
+                                   refresh_images=refresh_images)).to_json()
 
     result = run_command(run())
     if as_json:
@@ -53,14 +56,15 @@ def deploy(inventory: InventoryOption = DEFAULT_INVENTORY, ref: RefOption = None
            prune: Annotated[bool, typer.Option(help="also take down stacks the inventory no longer places")] = False,
            on_failure: Annotated[str | None, typer.Option(
                "--on-failure", help="override every phase's policy: halt|rollback-phase|rollback-all|continue")] = None,
-           lock_wait: LockWaitOption = 90, as_json: JsonOption = False) -> None:
+           refresh_images: RefreshOption = False, lock_wait: LockWaitOption = 90, as_json: JsonOption = False,
+           ) -> None:
     """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
     if on_failure is not None and on_failure not in POLICIES:
         raise fail(UsageError(f"--on-failure must be one of {', '.join(POLICIES)}"))
     desired, api_url = load_for_flow(inventory, ref, only)
     report, ui = run_flow(desired, api_url, "flows.deploy", "deploy_homelab", as_json, dict(
         inventory=str(inventory.absolute()), ref=ref, only=only or None, prune=prune, on_failure=on_failure,
-        lock_wait_s=lock_wait))
+        refresh_images=refresh_images, lock_wait_s=lock_wait))
     if as_json:
         emit(report)
     else:

@@ -48,14 +48,18 @@ class Plan:
         return {"changes": [c.to_dict() for c in self.changes]}
 
 
-def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bool = True) -> Plan:
-    """``full`` is False for ``--only`` runs, which never propose removals."""
+def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bool = True,
+              fresh_images: dict[str, dict[str, str]] | None = None) -> Plan:
+    """``full`` is False for ``--only`` runs, which never propose removals. ``fresh_images``
+    (host -> reference -> id after a pull) makes a stack whose tag moved an update."""
     changes: list[Change] = []
     for stack in desired.stacks.values():
         for host in stack.hosts:
             variant = stack.for_host(host)
+            moved = _moved_images(variant.images, surveys[host].releases.get(stack.name),
+                                  (fresh_images or {}).get(host, {}))
             changes.append(_decide(stack.phase, host, stack.name, variant.services, variant.config_hash,
-                                   surveys[host]))
+                                   surveys[host], moved))
     phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
     if full:
         placed = {(host, stack.name) for stack in desired.stacks.values() for host in stack.hosts}
@@ -70,10 +74,24 @@ def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bo
     return Plan(tuple(changes), phases)
 
 
+def _moved_images(images: dict[str, str], record: ReleaseRecord | None, fresh: dict[str, str]) -> str | None:
+    """``image postgres:16 sha256:ab12... -> sha256:cd34...`` for each tag that names another image now."""
+    if record is None:
+        return None
+    moved = [f"image {ref} {_short_id(record.images[ref])} \u2192 {_short_id(fresh[ref])}"
+             for ref in dict.fromkeys(images.values())
+             if ref in fresh and ref in record.images and fresh[ref] != record.images[ref]]
+    return ", ".join(moved) or None
+
+
 def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_hash: str,
-            facts: HostSurvey) -> Change:
+            facts: HostSurvey, moved: str | None = None) -> Change:
     record = facts.releases.get(stack)
     action, reason = _judge(stack, services, want_hash, facts, record)
+    if moved and action == "unchanged":
+        action, reason = "update", moved
+    elif moved:
+        reason = f"{reason}; {moved}"
     return Change(phase=phase, host=host, stack=stack, action=action, reason=reason,
                   current_release=record.id if record else None)
 
@@ -103,3 +121,8 @@ def _judge(stack: str, services: tuple[str, ...], want_hash: str, facts: HostSur
 
 def _short(config_hash: str) -> str:
     return config_hash.removeprefix("sha256:")[:12]
+
+
+def _short_id(image_id: str) -> str:
+    algorithm, _, digest = image_id.rpartition(":")
+    return f"{algorithm or 'sha256'}:{digest[:12]}\u2026"

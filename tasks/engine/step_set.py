@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.engine import stack_steps
+from tasks.engine.image_refresh import read_fresh
 from tasks.engine.phase_snapshots import take_snapshot
 from tasks.engine.preflight import read_survey
 from tasks.engine.release_history import read_history
@@ -29,6 +30,7 @@ class Steps:
     snapshot: Step = take_snapshot
     restore: Step = restore
     list_releases: Step = read_history
+    refresh_images: Step = read_fresh
 
 
 PLAIN_STEPS = Steps()

@@ -133,3 +133,47 @@ async def test_per_host_env_gives_each_host_its_own_variant(clean_lab: Path, tmp
         cid = service_ids("jjeco-light", host)["web"]
         env = on_host(host, ["docker", "inspect", "--format", '{{range .Config.Env}}{{println .}}{{end}}', cid])
         assert f"TIER={tier}" in env.splitlines()
+
+
+def image_id(host: str, ref: str) -> str:
+    return on_host(host, ["docker", "image", "inspect", "--format", "{{.Id}}", ref]).strip()
+
+
+async def test_a_moved_tag_updates_exactly_its_stack_and_rolls_back_to_the_old_image(
+        clean_lab: Path, tmp_path: Path) -> None:
+    moving = "localhost/lab-web:moving"
+    on_host("rtx1080", ["docker", "tag", "localhost/lab-web:1", moving])
+    try:
+        inventory = repo_copy(clean_lab, tmp_path)
+        compose_file = inventory.parent / "stacks" / "redis" / "compose.yaml"
+        compose = yaml.safe_load(compose_file.read_text())
+        compose["services"]["web"]["image"] = moving
+        compose_file.write_text(yaml.safe_dump(compose))
+        _, first = await deploy(inventory)
+        assert first["result"] == "success", first
+        old_id, new_id = image_id("rtx1080", moving), image_id("rtx1080", "localhost/lab-web:2")
+        on_host("rtx1080", ["docker", "tag", "localhost/lab-web:2", moving])  # the tag moves upstream
+
+        desired = load_desired_state(inventory)
+        assert not (await preview_plan(desired, full=True)).pending  # without a refresh nobody looks
+        plan = await preview_plan(desired, full=True, refresh_images=True)
+        assert [(c.host, c.stack, c.action) for c in plan.pending] == [("rtx1080", "redis", "update")]
+        reason = plan.pending[0].reason
+        assert reason == f"image {moving} sha256:{old_id[7:19]}\u2026 \u2192 sha256:{new_id[7:19]}\u2026", reason
+
+        _, second = await deploy(inventory, refresh_images=True)
+        assert second["result"] == "success", second
+        assert {k for k, v in results(second).items() if v != "unchanged"} == {("rtx1080", "redis")}
+        running = on_host("rtx1080", ["docker", "inspect", "--format", "{{.Image}}",
+                                      *project_container_ids("rtx1080", "redis")]).split()
+        assert running == [new_id]
+
+        from flows.rollback import rollback_homelab
+        state = await rollback_homelab(inventory=str(inventory), stacks=["redis"], return_state=True)
+        assert state.is_completed()
+        running = on_host("rtx1080", ["docker", "inspect", "--format", "{{.Image}}",
+                                      *project_container_ids("rtx1080", "redis")]).split()
+        assert running == [old_id]  # the old image id, although the tag had moved
+        assert image_id("rtx1080", moving) == old_id
+    finally:
+        on_host("rtx1080", ["docker", "rmi", "--force", moving])

@@ -148,3 +148,18 @@ def test_plan_json_has_no_internal_fields():
                                            "reason": "never deployed to this host"}]}
     change = Change(phase="p", host="h", stack="s", action="remove", reason="r", current_release="R1")
     assert change.to_dict() == {"phase": "p", "host": "h", "stack": "s", "action": "remove", "reason": "r"}
+
+
+def test_a_moved_tag_is_an_update_naming_both_image_ids():
+    old, new = "sha256:" + "ab12" * 16, "sha256:" + "cd34" * 16
+    record = release("web", images={"web:1": old})
+    running = Container(id="c1", name="web-web-1", project="web", service="web", image="web:1", image_id=old,
+                        state="running", health="healthy", exit_code=0)
+    healthy = facts({"web": record}, (running,))
+    state = desired(stack("web", "base", ("alpha",)))
+    assert make_plan(state, {"alpha": healthy}).changes[0].action == "unchanged"
+    moved = make_plan(state, {"alpha": healthy}, fresh_images={"alpha": {"web:1": new}}).changes[0]
+    assert moved.action == "update"
+    assert moved.reason == "image web:1 sha256:ab12ab12ab12\u2026 \u2192 sha256:cd34cd34cd34\u2026"
+    same = make_plan(state, {"alpha": healthy}, fresh_images={"alpha": {"web:1": old}}).changes[0]
+    assert same.action == "unchanged"
