@@ -82,9 +82,10 @@ def config_hash(identity: str, secret_versions: dict[str, int] | None = None) ->
     return "sha256:" + digest.hexdigest()
 
 
-def stack_identity(spec: ComposeInput, model: ComposeModel, project_dir: str | None) -> str:
+def stack_identity(spec: ComposeInput, model: ComposeModel, project_dir: str | None, hooks: dict | None = None) -> str:
     payload = {"files": spec.files.manifest(), "model": model.digest, "compose": spec.compose_files,
-               "profiles": spec.profiles, "env": dict(sorted(spec.env.items())), "project_dir": project_dir}
+               "profiles": spec.profiles, "env": dict(sorted(spec.env.items())), "project_dir": project_dir,
+               **({"hooks": hooks} if hooks else {})}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -101,13 +102,18 @@ def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: St
         spec = ComposeInput(project=name, files=files, compose_files=tuple(stack.compose_files(name)),
                             profiles=tuple(profiles), env=env, placeholder_env_files=placeholders, shown=shown, ref=ref)
         model = load_compose_model(spec)
-        identity = stack_identity(spec, model, stack.project_dir)
+        identity = stack_identity(spec, model, stack.project_dir, stack.hooks.model_dump(exclude_none=True))
         return DesiredStack(name=name, phase=phase, hosts=tuple(stack.hosts), files=files, compose=spec,
                             images=model.images, mounts=model.mounts, identity=identity,
                             config_hash=config_hash(identity), project_dir=stack.project_dir,
                             secrets=tuple(stack.secrets))
 
     base = variant(dict(stack.env), stack.profiles)
+    wrong = [f"{shown}: hooks.{name}.service: {hook.service!r} is not a service of the stack "
+             f"(services: {', '.join(base.services)})"
+             for name, hook in stack.hooks if hook is not None and hook.service not in base.images]
+    if wrong:
+        raise InventoryError(wrong)
     variants = {}
     for host, override in stack.per_host.items():
         env = {**stack.env, **override.env}

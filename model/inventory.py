@@ -158,8 +158,29 @@ class HostOverride(_Strict):
     profiles: list[str] | None = Field(None, description="replaces the stack's profiles on this host")
 
 
+class Hook(_Strict):
+    """A command run inside one of the stack's services, with a deadline."""
+
+    service: str
+    run: str = Field(min_length=1, description="a shell command (sh -c) run in the service's container")
+    mode: Literal["exec", "run"] = Field(
+        "exec", description="exec: in the running container; run: in a new one-off container (compose run)")
+    timeout_s: float = Field(300, gt=0)
+
+
+class Hooks(_Strict):
+    """Data does not roll back with containers: ``backup`` runs before a change (in the
+    running release), ``migrate`` after the new release is up and before its health gate,
+    ``restore`` in the old release when the undo follows a failed migrate or health gate."""
+
+    backup: Hook | None = None
+    migrate: Hook | None = None
+    restore: Hook | None = None
+
+
 class Stack(_Strict):
     hosts: Annotated[list[str], Field(min_length=1)]
+    hooks: Hooks = Hooks()
     secrets: list[StackSecret] = []
     dir: str | None = Field(None, description="the stack folder, relative to the inventory; default stacks/<name>")
     compose: str | list[str] | None = Field(

@@ -34,6 +34,7 @@ class ReleaseRecord:
     env: dict[str, str] = field(default_factory=dict)  # the inventory's interpolation variables
     project_dir: str | None = None
     mounts: dict[str, list[str]] = field(default_factory=dict)  # service -> stack files it mounts
+    hooks: dict[str, dict] = field(default_factory=dict)  # hook name -> {"exit": status, "output": tail}
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> bytes:

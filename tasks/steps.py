@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.engine import stack_steps
+from tasks.engine.hooks import run_hook
 from tasks.engine.image_refresh import read_fresh
 from tasks.engine.phase_snapshots import take_snapshot
 from tasks.engine.preflight import read_survey
@@ -38,5 +39,6 @@ PREFECT_STEPS = Steps(
     snapshot=task(name="snapshot-vm", task_run_name="snapshot {snap.host} {snap.name}", **LOCAL)(take_snapshot),
     restore=task(name="restore-release", task_run_name="restore {undo.stack}@{undo.host}", **LOCAL)(restore),
     list_releases=task(name="list-releases", task_run_name="releases {host}", **REMOTE)(read_history),
+    hook=task(name="stack-hook", task_run_name="{name} {project.name}@{host}", **LOCAL)(run_hook),
     refresh_images=task(name="refresh-images", task_run_name="pull images {host}", **REMOTE)(read_fresh),
 )

@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from model.desired import DesiredStack, DesiredState
 from model.errors import HomelabError
 from model.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.engine.health import container_logs
 from tasks.engine.held_transaction import Outcome
+from tasks.engine.hooks import HookOutcome
 from tasks.engine.host_pool import HostPool
 from tasks.engine.plan import Change
 from tasks.engine.release_payload import dropped_from, payload, to_recreate
 from tasks.engine.report import StackResult
 from tasks.engine.step_set import Steps
 from tasks.engine.undo import RollbackJournal, StackUndo
-from tasks.host_commands.compose import compose_down, release_project
+from tasks.host_commands.compose import ComposeProject, compose_down, release_project
 from tasks.host_commands.layout import current_file
 from tasks.host_commands.survey import HostSurvey
 
@@ -45,6 +46,12 @@ class _Attempt:
     probe_output: str | None
     images: dict[str, str]
     armed: bool  # compose up was attempted: a failure must be undone
+    hooks: dict[str, HookOutcome] = field(default_factory=dict)
+
+    @property
+    def data_touched(self) -> bool:
+        """A migrate ran: the undo must run the restore hook too."""
+        return "migrate" in self.hooks
 
 
 async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
@@ -63,7 +70,10 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
     logs = None
     if attempt.error and run.pool[host].connected:
         logs = await container_logs(run.pool[host], stack.name)
-    record = replace(record, images=attempt.images, status="failed" if attempt.error else "active")
+    record = replace(record, images=attempt.images, status="failed" if attempt.error else "active",
+                     hooks={name: outcome.to_record() for name, outcome in attempt.hooks.items()})
+    if attempt.data_touched:
+        undo = replace(undo, restore_hook=inv.stack(stack.name).hooks.restore)
     error = attempt.error
     try:
         await run.steps.record(run.pool, state_dir, record, inv.defaults.keep_releases,
@@ -98,21 +108,32 @@ async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: R
     marker = json.dumps({"release": record.id, "previous": previous.id if previous else None,
                          "flow_run_id": run.flow_run_id, "started_at": utc_now(), "commit": run.desired.commit})
     project = release_project(state_dir, record)
+    hooks = spec.hooks
+    outcomes: dict[str, HookOutcome] = {}
     images: dict[str, str] = {}
     armed = False
+
+    async def hook(name: str, where: ComposeProject) -> str | None:
+        outcomes[name] = outcome = await steps.hook(run.pool, host, where, name, getattr(hooks, name))
+        return None if outcome.ok else f"{outcome.describe()}: {outcome.output.strip()[-800:]}"
+
     try:
         images = await steps.stage(run.pool, host, state_dir, stack.name, record.id,
                                    payload(stack, state_dir, previous), stack.images, spec.pull)
+        if hooks.backup and previous and (error := await hook("backup", release_project(state_dir, previous))):
+            return _Attempt(error, None, images, armed, outcomes)
         armed = True
         await steps.start(run.pool, host, state_dir, stack.name, record.id, marker, project,
                           dropped_from(previous.files, record.files) if previous else [], sorted(stack.env_files),
                           to_recreate(previous, record.files, stack.mounts))
+        if hooks.migrate and (error := await hook("migrate", project)):
+            return _Attempt(error, None, images, armed, outcomes)
         gate = await steps.health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                        inv.health_timeout_s(stack.name), spec.health.containers)
     except Exception as exc:
-        return _Attempt(str(exc) or type(exc).__name__, None, images, armed)
+        return _Attempt(str(exc) or type(exc).__name__, None, images, armed, outcomes)
     error = None if gate.ok else f"health gate failed: {gate.reason}"
-    return _Attempt(error, gate.probe_output or None, images, armed)
+    return _Attempt(error, gate.probe_output or None, images, armed, outcomes)
 
 
 async def retire_stack(pool: HostPool, desired: DesiredState, change: Change, *, prune: bool) -> StackResult:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.engine import stack_steps
+from tasks.engine.hooks import run_hook
 from tasks.engine.image_refresh import read_fresh
 from tasks.engine.phase_snapshots import take_snapshot
 from tasks.engine.preflight import read_survey
@@ -31,6 +32,7 @@ class Steps:
     restore: Step = restore
     list_releases: Step = read_history
     refresh_images: Step = read_fresh
+    hook: Step = run_hook
 
 
 PLAIN_STEPS = Steps()

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from model.compose_model import affected_services
 from model.errors import HomelabError
-from model.inventory import HealthCheck
+from model.inventory import HealthCheck, Hook
 from model.releases import ReleaseRecord
 from model.stack_files import changed_paths
 from tasks.engine.health import wait_healthy
+from tasks.engine.hooks import run_hook
 from tasks.engine.host_pool import HostPool
 from tasks.engine.release_payload import dropped_from
 from tasks.host_commands.compose import compose_down, compose_recreate, release_project
@@ -49,6 +50,7 @@ class StackUndo:
     services: tuple[str, ...] = ()  # of the previous release
     checks: list[HealthCheck] = field(default_factory=list)
     health_timeout_s: float = 60
+    restore_hook: Hook | None = None  # set when a migrate ran: the data goes back too
 
     async def run(self) -> None:
         try:
@@ -73,11 +75,19 @@ class StackUndo:
         recreate = affected_services(previous.mounts, changed_paths(self.undone_files, previous.files))
         if recreate:
             await transport.run(compose_recreate(project, recreate))
+        restored_data = ""
+        if self.restore_hook:
+            outcome = await run_hook(self.pool, self.host, project, "restore", self.restore_hook)
+            if not outcome.ok:
+                await transport.run(settle_rollback(self.state_dir, self.stack, previous.id, self.release))
+                raise HomelabError(f"restored release {previous.id}, but its data was not: {outcome.describe()}: "
+                                   f"{outcome.output.strip()[-500:]}")
+            restored_data = ", data restored by the restore hook"
         gate = await wait_healthy(transport, self.stack, self.services, self.checks, self.health_timeout_s)
         await transport.run(settle_rollback(self.state_dir, self.stack, self.previous.id, self.release))
         if not gate.ok:
             raise HomelabError(f"restored release {self.previous.id}, but it is not healthy: {gate.reason}")
-        return f"restored release {self.previous.id} (healthy)"
+        return f"restored release {self.previous.id} (healthy{restored_data})"
 
     async def _remove(self) -> str:
         transport = self.pool[self.host]

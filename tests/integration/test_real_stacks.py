@@ -28,9 +28,9 @@ CONFIG = "stacks/monitoring/prometheus.yml"
 GRAFANA_URL = f"http://127.0.0.1:{configrepo.PORTS['monitoring'] + 100}/grafana.ini"
 
 
-def served(url: str = configrepo.MONITORING_CONFIG_URL) -> str:
-    """What the live monitoring service serves, fetched from inside its host."""
-    return on_host("thinkpad", ["wget", "-q", "-O", "-", url])
+def served(url: str = configrepo.MONITORING_CONFIG_URL, host: str = "thinkpad") -> str:
+    """What a live service serves, fetched from inside its host."""
+    return on_host(host, ["wget", "-q", "-O", "-", url])
 
 
 def repo_copy(clean_lab: Path, tmp_path: Path) -> Path:
@@ -177,3 +177,53 @@ async def test_a_moved_tag_updates_exactly_its_stack_and_rolls_back_to_the_old_i
         assert image_id("rtx1080", moving) == old_id
     finally:
         on_host("rtx1080", ["docker", "rmi", "--force", moving])
+
+
+LEDGER_PORT = 8190
+LEDGER_DATA = f"http://127.0.0.1:{LEDGER_PORT}/data/db.txt"
+DB = "/tmp/www/data/db.txt"
+
+
+def with_ledger(inventory: Path, migrate: str) -> None:
+    """A postgres-like stack with a file-backed "database" in its project directory
+    (./data, never shipped), served over HTTP, and the three data hooks."""
+    data = yaml.safe_load(inventory.read_text())
+    data["phases"]["foundation"]["stacks"]["ledger"] = {
+        "hosts": ["rtx1080"],
+        "health": {"timeout_s": 20, "checks": [{"http": LEDGER_DATA}]},
+        "hooks": {
+            "backup": {"service": "db", "run": f"cp {DB} {DB}.bak"},
+            "migrate": {"service": "db", "run": migrate, "timeout_s": 20},
+            "restore": {"service": "db", "run": f"cp {DB}.bak {DB}"},
+        },
+    }
+    inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    folder = inventory.parent / "stacks" / "ledger"
+    folder.mkdir(exist_ok=True)
+    compose = {"services": {"db": {"image": "localhost/lab-web:1", "init": True, "network_mode": "host",
+                                   "environment": {"PORT": str(LEDGER_PORT), "STACK": "ledger"},
+                                   "volumes": ["./data:/tmp/www/data"]}}}
+    (folder / "compose.yaml").write_text(yaml.safe_dump(compose))
+
+
+async def test_a_failed_migration_ends_on_the_old_release_with_the_old_data(clean_lab: Path, tmp_path: Path) -> None:
+    inventory = repo_copy(clean_lab, tmp_path)
+    with_ledger(inventory, f"echo 'schema 1' > {DB}")
+    _, first = await deploy(inventory, only=["ledger"])
+    assert first["result"] == "success", first
+    assert served(LEDGER_DATA, host="rtx1080") == "schema 1\n"
+    old_release = current_release("rtx1080", "ledger")
+
+    with_ledger(inventory, f"echo 'schema 2, half-way' > {DB}; echo 'ALTER TABLE failed' >&2; exit 3")
+    _, second = await deploy(inventory, only=["ledger"])
+    assert second["result"] == "failed"
+    ledger = next(s for s in second["stacks"] if s["stack"] == "ledger")
+    assert ledger["error"].startswith("migrate hook failed (exit 3)"), ledger
+    assert "ALTER TABLE failed" in ledger["error"]  # the hook's own output
+    assert ledger["rollback"] == f"restored release {old_release} (healthy, data restored by the restore hook)"
+    assert current_release("rtx1080", "ledger") == old_release
+    assert served(LEDGER_DATA, host="rtx1080") == "schema 1\n"  # the old release, on the restored data
+    record = yaml.safe_load(on_host("rtx1080", ["cat", f"/root/.homelab/releases/ledger/{ledger['release']}/"
+                                                       "release.json"]))
+    assert record["hooks"]["backup"]["exit"] == 0
+    assert record["hooks"]["migrate"]["exit"] == 3 and "ALTER TABLE failed" in record["hooks"]["migrate"]["output"]

@@ -513,3 +513,14 @@ def test_pull_images_pulls_each_reference_and_stops_at_the_first_failure(fake_bi
     log.unlink()
     assert _run(pull_images(["bad:1", "c:3"]), env=env).returncode == 1
     assert log.read_text().splitlines() == ["pull -q bad:1"]
+
+
+def test_hook_commands_exec_or_run_under_a_timeout():
+    from model.inventory import Hook
+    from tasks.host_commands.hooks import hook_command
+
+    exec_hook = hook_command(LEGACY, Hook(service="db", run="pg_dump > /backup/db.sql", timeout_s=60))
+    assert exec_hook == ["timeout", "60", *LEGACY.argv("exec", "-T", "db", "sh", "-c", "pg_dump > /backup/db.sql")]
+    run_hook = hook_command(LEGACY, Hook(service="db", run="migrate up", mode="run", timeout_s=0.2))
+    assert run_hook == ["timeout", "1", *LEGACY.argv("run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", "db",
+                                                     "-c", "migrate up")]

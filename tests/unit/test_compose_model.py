@@ -206,3 +206,18 @@ def test_without_compose_the_raw_files_are_read(tmp_path, monkeypatch):
 def test_which_services_a_file_change_recreates(changed, expected):
     mounts = {"app": ("config",), "db": ("db/init.sql",), "worker": ()}
     assert affected_services(mounts, changed) == expected
+
+
+def test_a_hook_must_name_a_service_of_the_stack(tmp_path):
+    with pytest.raises(InventoryError, match=r"hooks\.migrate\.service: 'db' is not a service of the stack"):
+        web(tmp_path, {"compose.yaml": "services:\n  app: {image: a:1}\n"}, """
+            hooks:
+              migrate: {service: db, run: ./migrate.sh}
+            """)
+
+
+def test_hooks_are_part_of_the_config_hash(tmp_path):
+    files = {"compose.yaml": "services:\n  app: {image: a:1}\n"}
+    plain = web(tmp_path / "a", files)
+    hooked = web(tmp_path / "b", files, "hooks: {migrate: {service: app, run: ./migrate.sh}}")
+    assert plain.config_hash != hooked.config_hash
