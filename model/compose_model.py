@@ -30,7 +30,7 @@ INVENTORY_ENV_FILE = "homelab.env"  # the inventory's `env:`, next to the releas
 COMPOSE_TIMEOUT_S = 60
 NO_IMAGE = "every service needs an image (build images in CI and reference them here)"
 BUILD_HINT = ("the orchestrator never builds on a host: build the image in CI, push it, and name it "
-              "in `image:` (with `image:`, `build:` is ignored and the image is deployed)")
+              "in `image:`; with an `image:`, `build:` is ignored and that image is deployed")
 
 
 @dataclass(frozen=True, kw_only=True)
