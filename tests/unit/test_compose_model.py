@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from unitsupport import dedent, line_of
+from unitsupport import ONE_STACK_INVENTORY, dedent, line_of
 
 from model.compose_model import affected_services
 from model.desired import load_desired_state
@@ -21,18 +21,10 @@ def own_compose_cache(tmp_path, monkeypatch):
 
 
 def stack_tree(root: Path, files: dict[str, str], stack_keys: str = "") -> Path:
-    inventory = dedent("""
-        hosts:
-          alpha:
-            address: 10.0.0.1
-          beta:
-            address: 10.0.0.2
-        phases:
-          base:
-            stacks:
-              web:
-                hosts: [alpha, beta]
-        """) + "".join(f"        {line}\n" for line in dedent(stack_keys).splitlines())
+    two_hosts = (ONE_STACK_INVENTORY.replace("hosts: [alpha]", "hosts: [alpha, beta]")
+                 .replace("    address: 10.0.0.1\n", "    address: 10.0.0.1\n  beta:\n    address: 10.0.0.2\n"))
+    keys = "".join(f"        {line}\n" for line in dedent(stack_keys).splitlines())
+    inventory = dedent(two_hosts) + keys
     (root / "homelab.yaml").parent.mkdir(parents=True, exist_ok=True)
     (root / "homelab.yaml").write_text(inventory)
     for name, text in files.items():

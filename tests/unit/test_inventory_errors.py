@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from unitsupport import MINIMAL_COMPOSE, line_of, write_tree
+from unitsupport import MINIMAL_COMPOSE, ONE_STACK_INVENTORY, line_of, write_tree
 
 from model.desired import load_desired_state
 from model.errors import InventoryError
@@ -16,16 +16,7 @@ from model.yamlpos import format_path, load_with_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-VALID = """
-hosts:
-  alpha:
-    address: 10.0.0.1
-phases:
-  base:
-    stacks:
-      web:
-        hosts: [alpha]
-"""
+VALID = ONE_STACK_INVENTORY
 
 
 def test_a_minimal_inventory_loads_with_defaults(tmp_path):

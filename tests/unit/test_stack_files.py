@@ -7,22 +7,13 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from unitsupport import MINIMAL_COMPOSE, write_tree
+from unitsupport import MINIMAL_COMPOSE, ONE_STACK_INVENTORY, write_tree
 
 from model.desired import load_desired_state
 from model.errors import InventoryError
 from model.stack_files import StackFile, StackFiles, changed_paths, collect_stack_files, matches
 
-INVENTORY = """
-hosts:
-  alpha:
-    address: 10.0.0.1
-phases:
-  base:
-    stacks:
-      web:
-        hosts: [alpha]
-"""
+INVENTORY = ONE_STACK_INVENTORY
 
 
 def folder(tmp_path: Path, files: dict[str, str]) -> Path:

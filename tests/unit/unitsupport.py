@@ -12,6 +12,18 @@ DATA = Path(__file__).parent / "data"
 
 MINIMAL_COMPOSE = "services:\n  web:\n    image: nginx:1.27\n"
 
+# One host, one phase, one stack `web`; tests append keys of the stack (8 spaces deep).
+ONE_STACK_INVENTORY = """
+hosts:
+  alpha:
+    address: 10.0.0.1
+phases:
+  base:
+    stacks:
+      web:
+        hosts: [alpha]
+"""
+
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
