@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from model.errors import InventoryError
 
 IGNORE_FILE = ".homelabignore"
-NEVER_SHIPPED = {".git", IGNORE_FILE}
 MAX_DEPTH = 32  # symlinked directories inside the repo are followed; this stops a loop
 
 
@@ -145,7 +144,7 @@ def collect_stack_files(repo: Path, folder: Path, shown: str, *, include: list[s
             return
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             path = f"{relative}/{entry.name}" if relative else entry.name
-            if (entry.name in NEVER_SHIPPED and not relative) or entry.name == ".git":
+            if entry.name == ".git" or (entry.name == IGNORE_FILE and not relative):
                 continue
             if "\n" in entry.name or "\r" in entry.name:
                 problems.append(f"{shown}/{path!r}: file names with line breaks are not supported")
