@@ -37,7 +37,7 @@ def payload(stack: DesiredStack, state_dir: str, previous: ReleaseRecord | None)
         extra[INVENTORY_ENV_FILE] = (inventory_env_text(stack.compose.env), 0o644)
     if previous is not None and previous.files:
         sent = sorted(p for p in manifest if previous.files.get(p) != manifest[p])
-        dropped = tuple(sorted(set(previous.files) - set(manifest)))
+        dropped = tuple(dropped_from(previous.files, manifest))
         base = release_dir(state_dir, stack.name, previous.id)
     else:
         sent, dropped, base = sorted(manifest), (), None
@@ -49,9 +49,10 @@ def dropped_from(old: dict[str, str], new: dict[str, str]) -> list[str]:
     return sorted(set(old) - set(new))
 
 
-def to_recreate(old: ReleaseRecord | None, new_files: dict[str, str], mounts: dict) -> list[str]:
-    """Services of the new release that mount a file that differs from ``old``'s; none on a
-    first deploy (every container is new anyway)."""
-    if old is None:
+def to_recreate(old_files: dict[str, str] | None, new_files: dict[str, str], mounts: dict) -> list[str]:
+    """Services (by ``mounts``, of the release going live) that mount a file that differs
+    between the two manifests; none on a first deploy (``old_files`` None: every container
+    is new anyway)."""
+    if old_files is None:
         return []
-    return affected_services(mounts, changed_paths(old.files, new_files))
+    return affected_services(mounts, changed_paths(old_files, new_files))

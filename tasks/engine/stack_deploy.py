@@ -19,7 +19,7 @@ from tasks.engine.held_transaction import Outcome
 from tasks.engine.hooks import HookOutcome
 from tasks.engine.host_pool import HostPool
 from tasks.engine.plan import Change
-from tasks.engine.release_payload import dropped_from, payload, to_recreate
+from tasks.engine.release_payload import payload, to_recreate
 from tasks.engine.report import StackResult
 from tasks.engine.step_set import Steps
 from tasks.engine.undo import RollbackJournal, StackUndo
@@ -118,14 +118,14 @@ async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: R
         return None if outcome.ok else f"{outcome.describe()}: {outcome.output.strip()[-800:]}"
 
     try:
-        images = await steps.stage(run.pool, host, state_dir, stack.name, record.id,
-                                   payload(stack, state_dir, previous), stack.images, spec.pull)
+        upload = payload(stack, state_dir, previous)
+        images = await steps.stage(run.pool, host, state_dir, stack.name, record.id, upload, stack.images, spec.pull)
         if hooks.backup and previous and (error := await hook("backup", release_project(state_dir, previous))):
             return _Attempt(error, None, images, armed, outcomes)
         armed = True
         await steps.start(run.pool, host, state_dir, stack.name, record.id, marker, project,
-                          dropped_from(previous.files, record.files) if previous else [], sorted(stack.env_files),
-                          to_recreate(previous, record.files, stack.mounts))
+                          list(upload.dropped), sorted(stack.env_files),
+                          to_recreate(previous.files if previous else None, record.files, stack.mounts))
         if hooks.migrate and (error := await hook("migrate", project)):
             return _Attempt(error, None, images, armed, outcomes)
         gate = await steps.health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,

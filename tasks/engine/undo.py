@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from model.compose_model import affected_services
 from model.errors import HomelabError
 from model.inventory import HealthCheck, Hook
 from model.releases import ReleaseRecord
-from model.stack_files import changed_paths
 from tasks.engine.health import wait_healthy
 from tasks.engine.hooks import run_hook
 from tasks.engine.host_pool import HostPool
-from tasks.engine.release_payload import dropped_from
+from tasks.engine.release_payload import dropped_from, to_recreate
 from tasks.host_commands.compose import compose_down, compose_recreate, release_project
 from tasks.host_commands.release_files import restore_release, settle_rollback
 
@@ -72,7 +70,7 @@ class StackUndo:
                                f"{done.stderr.strip()[-300:]}")
         if not done.ok:
             raise HomelabError(f"compose up of release {self.previous.id} failed: {done.stderr.strip()[-500:]}")
-        recreate = affected_services(previous.mounts, changed_paths(self.undone_files, previous.files))
+        recreate = to_recreate(self.undone_files, previous.files, previous.mounts)
         if recreate:
             await transport.run(compose_recreate(project, recreate))
         restored_data = ""
