@@ -80,3 +80,17 @@ def _worktree_commit(root: Path | None, directory: Path) -> str | None:
     commit = head.stdout.decode().strip()
     dirty = _git(root, "status", "--porcelain", "--", str(directory)).stdout.strip()
     return f"{commit}+dirty" if dirty else commit
+
+
+def default_branch(inventory: Path) -> str | None:
+    """The config repo's default branch: origin's HEAD if the clone knows it, else the branch
+    checked out; None outside git or on a detached HEAD."""
+    root = _repo_root(inventory.expanduser().absolute().parent)
+    if root is None:
+        return None
+    for args in (("symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD"),
+                 ("symbolic-ref", "--quiet", "--short", "HEAD")):
+        done = _git(root, *args)
+        if done.returncode == 0 and (name := done.stdout.decode().strip()):
+            return name.removeprefix("origin/") if args[-1].startswith("refs/remotes") else name
+    return None

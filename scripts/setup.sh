@@ -16,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   podman runc conmon netavark aardvark-dns catatonit iptables uidmap fuse-overlayfs
   openssh-server openssh-client busybox-static iproute2 git procps psmisc python3
-  ca-certificates prometheus prometheus-pushgateway
+  ca-certificates prometheus prometheus-pushgateway chromium
 )
 COMPOSE_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
 

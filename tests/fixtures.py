@@ -80,3 +80,67 @@ def _drain_prefect_workers() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+WEBHOOK_SECRET = "lab-webhook-secret-not-for-production"
+
+
+class ControlProcess:
+    """``homelab serve`` as a user starts it, in its own HOMELAB_HOME (so the other CLI tests
+    do not hand their work to it), with the webhook on a free loopback port."""
+
+    def __init__(self, inventory: Path, home: Path):
+        from tests.conftest import _free_port
+
+        self.inventory = inventory
+        self.home = home
+        self.webhook_port = _free_port()
+        self.log = home / "serve-test.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of a CLI that talks to this control process."""
+        return {**os.environ, "HOMELAB_HOME": str(self.home), "HOMELAB_WEBHOOK_SECRET": WEBHOOK_SECRET}
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/"
+
+    def start(self, timeout_s: float = 90) -> None:
+        from deployments import control_socket
+
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "deployments.cli", "serve", "-i", str(self.inventory),
+                 "--webhook-port", str(self.webhook_port)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        socket = self.home / "serve" / "control.sock"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"homelab serve exited: {self.log.read_text()[-3000:]}"
+            client = control_socket.connect(self.inventory, socket)
+            if client is not None:
+                client.close()
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"homelab serve did not come up: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def control_process(lab_inventory: Path, prefect_api: str, tmp_path_factory: pytest.TempPathFactory):
+    """A running control process for one test module; stopped after it, so that its schedules
+    (the hourly secrets-sync) never fire into other tests."""
+    control = ControlProcess(lab_inventory, tmp_path_factory.mktemp("serve-home"))
+    control.start()
+    yield control
+    control.stop()

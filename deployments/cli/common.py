@@ -19,10 +19,12 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from deployments import server
+from deployments import control_socket, server
 from deployments.cli.app import app
+from deployments.flow_calls import Outcome
+from deployments.live_view import LiveView
 from model.desired import DesiredState, load_desired_state
-from model.errors import DeployFailed, HomelabError
+from model.errors import DeployFailed, HomelabError, ServerError
 
 DEFAULT_INVENTORY = Path(os.environ.get("HOMELAB_INVENTORY", "deployments/homelab.yaml"))
 InventoryOption = Annotated[Path, typer.Option("--inventory", "-i", help="inventory YAML (env HOMELAB_INVENTORY)")]
@@ -31,6 +33,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable outpu
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="limit to these stacks (repeatable)")]
 RefreshOption = Annotated[bool, typer.Option(
     "--refresh-images", help="pull every stack's images again; stacks whose tags moved are updated")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="also print the remote command log")]
 LockWaitOption = Annotated[float, typer.Option("--lock-wait", help="seconds to wait for another run's host locks")]
 
 T = TypeVar("T")
@@ -115,9 +118,44 @@ def run_flow(desired: DesiredState, api_url: str, module: str, name: str, as_jso
     raise exc
 
 
+def hand_over(command: str, inventory: Path, params: dict, *, verbose: bool = False,
+              view: LiveView | None = None) -> Outcome | None:
+    """The control process's outcome if ``homelab serve`` runs for this inventory (warm SSH,
+    no Prefect import here), else None: the caller then does the work in this process."""
+    with control_socket.connected(inventory) as client:
+        if client is None:
+            return None
+        try:
+            return Outcome.from_json(client.call(
+                command, inventory.absolute(), params, verbose=verbose,
+                on_progress=view.update if view else None, on_log=lambda line: print(line, file=sys.stderr)))
+        except (ConnectionError, OSError, ValueError) as exc:
+            raise fail(ServerError(f"control process: {exc}")) from None
+        finally:
+            if view:
+                view.clear()
+
+
+def finish(outcome: Outcome, as_json: bool) -> dict:
+    """An outcome without a result exits here with its error (JSON too with --json)."""
+    if outcome.result is not None:
+        return outcome.result
+    if as_json:
+        emit({"result": "failed", "flow_run_id": outcome.flow_run_id, "error": outcome.error, "stacks": []})
+    print(f"error: {outcome.error}", file=sys.stderr)
+    if outcome.ui:
+        print(f"Prefect UI: {outcome.ui}", file=sys.stderr)
+    exit_after_flush(outcome.exit_code)
+    raise AssertionError("unreachable")
+
+
 def exit_after_flush(code: int) -> None:
     """Deliver Prefect's pending logs and events, then exit without the ~0.4 s interpreter
     teardown of Prefect's module graph (a third of a no-op deploy)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if "prefect" not in sys.modules:  # the control process ran it: nothing of Prefect's to flush
+        os._exit(code)
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 

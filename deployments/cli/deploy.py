@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+from pathlib import Path
 from typing import Annotated, get_args
 
 import typer
 
+from deployments import flow_calls
 from deployments.cli.app import app
 from deployments.cli.common import (
     DEFAULT_INVENTORY,
@@ -15,15 +19,17 @@ from deployments.cli.common import (
     OnlyOption,
     RefOption,
     RefreshOption,
+    VerboseOption,
     emit,
     exit_after_flush,
     fail,
-    load,
+    finish,
+    hand_over,
     load_for_flow,
-    run_command,
-    run_flow,
     table,
 )
+from deployments.flow_calls import Outcome
+from deployments.live_view import LiveView
 from model.errors import UsageError
 from model.inventory import FailurePolicy
 
@@ -35,13 +41,10 @@ def plan(inventory: InventoryOption = DEFAULT_INVENTORY, ref: RefOption = None, 
          refresh_images: RefreshOption = False, as_json: JsonOption = False) -> None:
     """Show, per phase, host and stack, what a deploy would do, and why. With
     --refresh-images the hosts pull the images first (no container changes)."""
-    from tasks.engine.preview import preview_plan
-
-    async def run() -> dict:
-        return (await preview_plan(load(inventory, ref, only), full=not only,
-                                   refresh_images=refresh_images)).to_json()
-
-    result = run_command(run())
+    params = {"ref": ref, "only": only or None, "refresh_images": refresh_images}
+    outcome = hand_over("plan", inventory, params) or asyncio.run(
+        flow_calls.plan(inventory, ref, only, refresh_images))
+    result = finish(outcome, as_json)
     if as_json:
         emit(result)
         return
@@ -57,21 +60,46 @@ def deploy(inventory: InventoryOption = DEFAULT_INVENTORY, ref: RefOption = None
            on_failure: Annotated[str | None, typer.Option(
                "--on-failure", help="override every phase's policy: halt|rollback-phase|rollback-all|continue")] = None,
            refresh_images: RefreshOption = False, lock_wait: LockWaitOption = 90, as_json: JsonOption = False,
-           ) -> None:
+           verbose: VerboseOption = False) -> None:
     """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
     if on_failure is not None and on_failure not in POLICIES:
         raise fail(UsageError(f"--on-failure must be one of {', '.join(POLICIES)}"))
-    desired, api_url = load_for_flow(inventory, ref, only)
-    report, ui = run_flow(desired, api_url, "flows.deploy", "deploy_homelab", as_json, dict(
-        inventory=str(inventory.absolute()), ref=ref, only=only or None, prune=prune, on_failure=on_failure,
-        refresh_images=refresh_images, lock_wait_s=lock_wait))
+    params = dict(ref=ref, only=only or None, prune=prune, on_failure=on_failure, refresh_images=refresh_images,
+                  lock_wait_s=lock_wait)
+    view = LiveView.for_terminal(not as_json)
+    outcome = hand_over("deploy", inventory, params, verbose=verbose, view=view) \
+        or deploy_here(inventory, params, verbose=verbose, view=view)
+    report = finish(outcome, as_json)
     if as_json:
         emit(report)
     else:
         print_deploy_report(report)
-        if ui:
-            print(f"\nPrefect UI: {ui}")
-    exit_after_flush(0 if report["result"] == "success" else 1)
+        if outcome.ui:
+            print(f"\nPrefect UI: {outcome.ui}")
+    exit_after_flush(outcome.exit_code)
+
+
+def deploy_here(inventory: Path, params: dict, *, verbose: bool, view: LiveView | None) -> Outcome:
+    """No control process: run the flow in this process (Prefect imported, SSH opened here)."""
+    desired, api_url = load_for_flow(inventory, params["ref"], params["only"])
+
+    async def run() -> Outcome:
+        from tasks.engine import progress
+        from tasks.engine.host_pool import prewarm, ssh_targets
+
+        # Prefect takes over a second to import: open the SSH connections meanwhile.
+        warming = asyncio.create_task(prewarm(ssh_targets(desired, all_hosts=True)))
+        await asyncio.to_thread(importlib.import_module, "flows.deploy")
+        await warming
+        flow_calls.console_level(verbose)
+        with progress.listening(lambda p: view.update(p.to_json()) if view else None):
+            return await flow_calls.deploy(api_url, {**params, "inventory": str(inventory.absolute())})
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if view:
+            view.clear()
 
 
 def print_deploy_report(report: dict) -> None:
@@ -91,14 +119,9 @@ def print_deploy_report(report: dict) -> None:
 def status(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonOption = False) -> None:
     """Each host's stacks: release, commit, health and containers. Exit 1 if any host is
     unreachable or any stack unhealthy."""
-    from tasks.engine.status import collect_status
-
-    async def run() -> dict:
-        return await collect_status(load(inventory))
-
-    result = run_command(run())
-    bad = any(not f["reachable"] or not all(s["healthy"] for s in f["stacks"].values())
-              for f in result["hosts"].values())
+    outcome = hand_over("status", inventory, {}) or asyncio.run(flow_calls.status(inventory))
+    result = finish(outcome, as_json)
+    bad = outcome.exit_code != 0
     if as_json:
         emit(result)
         raise typer.Exit(1 if bad else 0)

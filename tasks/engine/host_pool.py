@@ -10,11 +10,21 @@ from pathlib import Path
 
 from model.desired import DesiredState
 from model.masking import MASKER, SecretMasker
+from tasks.engine.busy_clock import BusyClock
 from tasks.engine.results import gather_hosts
 from tasks.engine.transport import SshTarget, SshTransport
 
-# Connections opened ahead of a flow run (see ``prewarm``), waiting to be adopted by its pool.
+# Connections opened ahead of a flow run (see ``prewarm``) or kept from an earlier run (see
+# ``keep_warm``), waiting to be adopted by the next pool.
 _PREWARMED: dict[SshTarget, SshTransport] = {}
+_keep_warm = False
+
+
+def keep_warm(enabled: bool = True) -> None:
+    """In a long-lived process (``homelab serve``): a closed pool hands its live connections to
+    the next run instead of closing them, so a run costs no new SSH handshake."""
+    global _keep_warm
+    _keep_warm = enabled
 
 
 async def prewarm(targets: Iterable[SshTarget]) -> None:
@@ -27,11 +37,18 @@ async def prewarm(targets: Iterable[SshTarget]) -> None:
         _PREWARMED[transports[name].target] = transports[name]
 
 
+def _adopt(target: SshTarget) -> SshTransport | None:
+    transport = _PREWARMED.pop(target, None)
+    if transport is not None:
+        transport.busy = BusyClock()  # each run reports its own remote time
+    return transport
+
+
 class HostPool:
     """The connections of one flow run, opened on first use and closed together."""
 
     def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER):
-        self.transports = {t.name: _PREWARMED.pop(t, None) or SshTransport(t, masker) for t in targets}
+        self.transports = {t.name: _adopt(t) or SshTransport(t, masker) for t in targets}
 
     def __getitem__(self, name: str) -> SshTransport:
         return self.transports[name]
@@ -45,7 +62,13 @@ class HostPool:
         return dict(out)
 
     async def close(self) -> None:
-        await asyncio.gather(*(t.close() for t in self.transports.values()))
+        closing = []
+        for transport in self.transports.values():
+            if _keep_warm and transport.connected and transport.target not in _PREWARMED:
+                _PREWARMED[transport.target] = transport
+            else:
+                closing.append(transport.close())
+        await asyncio.gather(*closing)
 
     async def __aenter__(self) -> HostPool:
         return self

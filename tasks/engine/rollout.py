@@ -20,6 +20,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from model.desired import DesiredState
+from tasks.engine import progress
 from tasks.engine.busy_clock import current_phase
 from tasks.engine.held_transaction import Held
 from tasks.engine.host_pool import HostPool
@@ -76,6 +77,9 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
                 results += [_not_run(c, blocked) for c in changes]
                 continue
             current_phase.set(phase)
+            for change in changes:
+                if change.action != "unchanged":
+                    progress.note(phase, change.host, change.stack, "queued")
             phase_results, held = await _run_phase_after_snapshots(run, phase, changes)
             results += phase_results
             kept.append(held)

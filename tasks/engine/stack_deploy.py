@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from model.desired import DesiredStack, DesiredState
 from model.errors import HomelabError
 from model.releases import ReleaseRecord, new_release_id, utc_now
+from tasks.engine import progress
 from tasks.engine.health import container_logs
 from tasks.engine.held_transaction import Outcome
 from tasks.engine.hooks import HookOutcome
@@ -67,6 +68,7 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
                      services=tuple(previous.services) if previous else (),
                      checks=inv.stack(stack.name).health.checks, health_timeout_s=inv.health_timeout_s(stack.name))
     attempt = await _attempt(run, change, stack, record, previous)
+    progress.note(change.phase, host, stack.name, "failed" if attempt.error else "healthy")
     logs = None
     if attempt.error and run.pool[host].connected:
         logs = await container_logs(run.pool[host], stack.name)
@@ -113,21 +115,28 @@ async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: R
     images: dict[str, str] = {}
     armed = False
 
+    def step(name: str) -> None:
+        progress.note(change.phase, host, stack.name, name)
+
     async def hook(name: str, where: ComposeProject) -> str | None:
+        step(name)
         outcomes[name] = outcome = await steps.hook(run.pool, host, where, name, getattr(hooks, name))
         return None if outcome.ok else f"{outcome.describe()}: {outcome.output.strip()[-800:]}"
 
     try:
+        step("staging")
         upload = payload(stack, state_dir, previous)
         images = await steps.stage(run.pool, host, state_dir, stack.name, record.id, upload, stack.images, spec.pull)
         if hooks.backup and previous and (error := await hook("backup", release_project(state_dir, previous))):
             return _Attempt(error, None, images, armed, outcomes)
         armed = True
+        step("starting")
         await steps.start(run.pool, host, state_dir, stack.name, record.id, marker, project,
                           list(upload.dropped), sorted(stack.env_files),
                           to_recreate(previous.files if previous else None, record.files, stack.mounts))
         if hooks.migrate and (error := await hook("migrate", project)):
             return _Attempt(error, None, images, armed, outcomes)
+        step("health")
         gate = await steps.health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                        inv.health_timeout_s(stack.name), spec.health.containers)
     except Exception as exc:

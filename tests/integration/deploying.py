@@ -68,3 +68,16 @@ def stack_health(host: str, stack: str) -> dict[str, str]:
         service, status, *rest = line.split()
         health[service] = (rest[0] if rest else "none") if status == "running" else status
     return health
+
+
+def deployed_commits() -> dict[tuple[str, str], str]:
+    """(host, stack) -> the commit of the stack's current release, for every deployed stack."""
+    script = ('for d in /root/.homelab/releases/*/; do [ -f "$d/current" ] || continue; '
+              'r=$(cat "$d/current"); printf "%s %s\\n" "$(basename "$d")" '
+              '"$(sed -n \'s/.*"commit": *"\\([^"]*\\)".*/\\1/p\' "$d/$r/release.json" | head -n 1)"; done')
+    out = {}
+    for host in topology.HOSTS:
+        for line in on_host(host, ["sh", "-c", script]).splitlines():
+            stack, _, commit = line.partition(" ")
+            out[(host, stack)] = commit
+    return out
