@@ -19,10 +19,12 @@ def _free_port() -> int:
 
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="homelab-test-prefect-")
+_PREFECT_PORT = _free_port()
 os.environ.update({
     "HOMELAB_ALLOWED_NETWORKS": "10.203.0.0/24,127.0.0.0/8",
     "PREFECT_HOME": _PREFECT_HOME,
-    "PREFECT_API_URL": f"http://127.0.0.1:{_free_port()}/api",
+    "PREFECT_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",
+    "PREFECT_UI_API_URL": f"http://127.0.0.1:{_PREFECT_PORT}/api",  # the UI's own calls (browser tests)
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",

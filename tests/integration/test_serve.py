@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import subprocess
 import sys
 import time
@@ -195,3 +196,22 @@ async def test_a_restart_mid_deploy_runs_nothing_twice(control_process: ControlP
     run, _ = await wait_final(await start_run("deploy-homelab/deploy", ref="v1"))
     assert run.state.is_completed(), run.state
     assert set(deployed_commits().values()) == {commits_at(clean_lab, "v1")}
+
+
+ARTIFACTS = Path(os.environ.get("HOMELAB_TEST_ARTIFACTS", "/tmp/homelab-test-artifacts"))
+
+
+def test_a_run_started_in_the_prefect_ui_deploys_the_typed_ref(control_process: ControlProcess,
+                                                               clean_lab: Path) -> None:
+    """In a real browser: open the deploy deployment, type a ref into the run form, submit,
+    watch the run page reach Completed; the hosts then run that commit."""
+    from tests.integration.prefect_ui import open_browser, screenshot, start_run_from_form, wait_for_state
+
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    with open_browser() as page:
+        run_id = start_run_from_form(page, ui, "deploy-homelab", "deploy", {"ref": "v1.1"})
+        wait_for_state(page, ui, run_id, "Completed", timeout_s=240)
+        shot = screenshot(page, ARTIFACTS / "prefect-ui-deploy-completed.png")
+    assert shot.stat().st_size > 10_000
+    v1_1 = commits_at(clean_lab, "v1.1")
+    assert set(deployed_commits().values()) == {v1_1}
