@@ -11,8 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from model.errors import ServerError
@@ -30,6 +28,9 @@ def state_dir() -> Path:
 
 
 def healthy(api_url: str = API_URL, timeout: float = 1.0) -> bool:
+    import urllib.error  # not at import: the warm-path CLI never needs it
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=timeout) as response:
             return response.status == 200

@@ -11,7 +11,7 @@ from prefect.runtime import flow_run
 from flows.reporting import publish_plan, publish_report
 from model.desired import load_desired_state
 from model.errors import DeployFailed
-from model.inventory import FailurePolicy
+from model.policies import FailurePolicy
 from tasks.engine import audit
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.image_refresh import refresh_hosts

@@ -22,7 +22,7 @@ from flows.reporting import publish_plan
 from flows.rollback import rollback_homelab
 from flows.secrets import sync_secrets
 from model.desired import load_desired_state
-from model.inventory import FailurePolicy
+from model.policies import FailurePolicy
 from model.source import default_branch
 from tasks.engine.preview import preview_plan
 

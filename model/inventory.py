@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from model.policies import FailurePolicy
+
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # also a valid compose project name
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -215,7 +217,6 @@ class Stack(_Strict):
         return [name.removeprefix(prefix) for name in given] or ["compose.yaml"]
 
 
-FailurePolicy = Literal["halt", "rollback-phase", "rollback-all", "continue"]
 
 
 class Phase(_Strict):

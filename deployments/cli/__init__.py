@@ -7,19 +7,25 @@ in the ``homelab.cli`` group names a Typer app, mounted under the entry point's 
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import sys
 
 from deployments.cli import admin, adopt, deploy, releases, secrets, serve, webhook  # noqa: F401 - they register the commands
 from deployments.cli.app import app
 
 
 def add_plugins() -> None:
+    from importlib.metadata import entry_points
+
     for plugin in entry_points(group="homelab.cli"):
         app.add_typer(plugin.load(), name=plugin.name)
 
 
 def main() -> None:
-    add_plugins()
+    # Plugins cost an entry-point scan and their imports: load them only for a command that is
+    # not the app's own (and for --help, which lists them).
+    own = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    if len(sys.argv) < 2 or sys.argv[1] not in own:
+        add_plugins()
     app()
 
 

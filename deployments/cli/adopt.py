@@ -9,8 +9,6 @@ import typer
 
 from deployments.cli.app import app
 from deployments.cli.common import DEFAULT_INVENTORY, InventoryOption, JsonOption, emit, run_command
-from model.desired import DesiredState
-from model.inventory_loader import load_inventory
 
 
 @app.command("import")
@@ -24,6 +22,9 @@ def import_(host: Annotated[str, typer.Option("--host", help="the inventory host
     from tasks.engine.adopt import FRAGMENT, import_projects
 
     async def run() -> list:
+        from model.desired import DesiredState
+        from model.inventory_loader import load_inventory
+
         inv = load_inventory(inventory)
         desired = DesiredState(inventory=inv, source=str(inventory), commit=None, stacks={},
                                inventory_dir=inventory.parent)

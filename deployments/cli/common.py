@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -23,8 +23,10 @@ from deployments import control_socket, server
 from deployments.cli.app import app
 from deployments.flow_calls import Outcome
 from deployments.live_view import LiveView
-from model.desired import DesiredState, load_desired_state
 from model.errors import DeployFailed, HomelabError, ServerError
+
+if TYPE_CHECKING:
+    from model.desired import DesiredState
 
 DEFAULT_INVENTORY = Path(os.environ.get("HOMELAB_INVENTORY", "deployments/homelab.yaml"))
 InventoryOption = Annotated[Path, typer.Option("--inventory", "-i", help="inventory YAML (env HOMELAB_INVENTORY)")]
@@ -67,6 +69,8 @@ def run_command(coro: Coroutine[object, object, T]) -> T:
 
 
 def load(inventory: Path, ref: str | None = None, only: list[str] | None = None) -> DesiredState:
+    from model.desired import load_desired_state  # not at import: a warm-path CLI never needs it
+
     return load_desired_state(inventory, ref, only or None)
 
 

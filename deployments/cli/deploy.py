@@ -31,7 +31,7 @@ from deployments.cli.common import (
 from deployments.flow_calls import Outcome
 from deployments.live_view import LiveView
 from model.errors import UsageError
-from model.inventory import FailurePolicy
+from model.policies import FailurePolicy
 
 POLICIES = get_args(FailurePolicy)
 
