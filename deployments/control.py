@@ -154,6 +154,10 @@ class ControlSocket:
                 return
             writer.write(encode(message))
 
+        # (again each time: Prefect's logging set-up at the first flow run replaces handlers)
+        for name in ("prefect.flow_runs", "prefect.task_runs", "homelab"):
+            if self.handler not in logging.getLogger(name).handlers:
+                logging.getLogger(name).addHandler(self.handler)
         token = _sink.set(sink)
         try:
             with progress.listening(lambda p: sink({"progress": p.to_json()})):
@@ -199,8 +203,6 @@ async def serve(inventory: Path, api_url: str, *, webhook: object | None = None,
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     control = ControlSocket(inventory, api_url)
-    for name in ("prefect.flow_runs", "prefect.task_runs", "homelab"):
-        logging.getLogger(name).addHandler(control.handler)
     path = socket_path()
     server = None
     registered = asyncio.Event()

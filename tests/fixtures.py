@@ -114,7 +114,8 @@ class ControlProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "deployments.cli", "serve", "-i", str(self.inventory),
                  "--webhook-port", str(self.webhook_port)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**self.env, "PREFECT_LOGGING_LEVEL": "INFO"})  # Prefect's default: the run log reaches the UI
         socket = self.home / "serve" / "control.sock"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

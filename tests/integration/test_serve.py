@@ -215,3 +215,40 @@ def test_a_run_started_in_the_prefect_ui_deploys_the_typed_ref(control_process: 
     assert shot.stat().st_size > 10_000
     v1_1 = commits_at(clean_lab, "v1.1")
     assert set(deployed_commits().values()) == {v1_1}
+
+
+def on_a_terminal(argv: list[str], env: dict) -> tuple[int, str, str]:
+    """Run with stderr on a pseudo-terminal (where the live view goes); (exit, stdout, tty)."""
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    seen = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        seen.append(data)
+    stdout = process.stdout.read().decode()
+    os.close(master)
+    return process.wait(timeout=300), stdout, b"".join(seen).decode(errors="replace")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_terminal_gets_the_live_view_and_with_v_the_remote_log(control_process: ControlProcess,
+                                                                 verbose: bool) -> None:
+    inventory = str(control_process.inventory)
+    first = subprocess.run([*HOMELAB, "deploy", "-i", inventory, "--ref", "v1", "--json"], capture_output=True,
+                           text=True, env=control_process.env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    argv = [*HOMELAB, "deploy", "-i", inventory, "--ref", "v1.1", *(["-v"] if verbose else [])]
+    code, stdout, terminal = on_a_terminal(argv, control_process.env)
+    assert code == 0, stdout + terminal
+    assert "edge\r\n  vps/newsletter" in terminal and "queued" in terminal and "healthy" in terminal
+    assert "\x1b[2K" in terminal  # redrawn in place, erased before the table
+    assert "SUCCESS" in stdout and "Prefect UI:" in stdout
+    assert ("vps$ " in terminal) is verbose  # the remote command log ("host$ command") only with -v
