@@ -40,12 +40,14 @@ def clean_lab(lab_inventory: Path) -> Path:
     return lab_inventory
 
 
-@pytest.fixture(scope="session")
-def prefect_api() -> str:
-    """A real Prefect server on loopback (the URL conftest put in PREFECT_API_URL)."""
-    url = os.environ["PREFECT_API_URL"]
+_SERVER: dict[str, subprocess.Popen] = {}
+
+
+def start_prefect_server(url: str) -> subprocess.Popen:
+    """The test Prefect server on the port of ``url``, healthy (its SQLite DB persists in
+    PREFECT_HOME, so a restart keeps deployments and scheduled runs)."""
     port = url.rsplit(":", 1)[1].split("/")[0]
-    log = open(Path(os.environ["PREFECT_HOME"]) / "server.log", "wb")  # noqa: SIM115 - lives for the session
+    log = open(Path(os.environ["PREFECT_HOME"]) / "server.log", "ab")  # noqa: SIM115 - lives with the server
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", port], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -53,22 +55,36 @@ def prefect_api() -> str:
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
                 if response.status == 200:
-                    break
+                    _SERVER["process"] = server
+                    return server
         except OSError:
             time.sleep(0.3)
         if server.poll() is not None:
             raise RuntimeError(f"prefect server exited: see {log.name}")
-    else:
-        server.kill()
-        raise RuntimeError("prefect server did not become healthy")
-    yield url
-    _drain_prefect_workers()
+    server.kill()
+    raise RuntimeError("prefect server did not become healthy")
+
+
+def stop_prefect_server() -> None:
+    server = _SERVER.pop("process", None)
+    if server is None:
+        return
     server.terminate()
     try:
         server.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.kill()
-    log.close()
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real Prefect server on loopback (the URL conftest put in PREFECT_API_URL)."""
+    url = os.environ["PREFECT_API_URL"]
+    start_prefect_server(url)
+    yield url
+    _drain_prefect_workers()
+    stop_prefect_server()
 
 
 def _drain_prefect_workers() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -252,3 +253,24 @@ def test_a_terminal_gets_the_live_view_and_with_v_the_remote_log(control_process
     assert "\x1b[2K" in terminal  # redrawn in place, erased before the table
     assert "SUCCESS" in stdout and "Prefect UI:" in stdout
     assert ("vps$ " in terminal) is verbose  # the remote command log ("host$ command") only with -v
+
+
+async def test_a_prefect_server_restart_loses_no_scheduled_run(control_process: ControlProcess) -> None:
+    """The server goes away and comes back: the control process reconnects by itself and the
+    run scheduled meanwhile executes."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from tests.fixtures import start_prefect_server, stop_prefect_server
+
+    async with get_client() as client:
+        found = await client.read_deployment_by_name("deploy-homelab/deploy")
+        due = await client.create_flow_run_from_deployment(
+            found.id, parameters={"ref": "v1", "dry_run": True},
+            state=Scheduled(scheduled_time=datetime.now(UTC) + timedelta(seconds=20)))
+    stop_prefect_server()
+    await asyncio.sleep(8)  # long enough for the runner to give up polling
+    start_prefect_server(os.environ["PREFECT_API_URL"])
+    run, _ = await wait_final(due.id, timeout_s=180)
+    assert run.state.is_completed(), run.state
+    assert control_process.process.poll() is None
