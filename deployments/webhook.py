@@ -4,8 +4,10 @@ deploy deployment with the pushed commit as its ``ref``.
 Checks run cheapest first and nothing starts before the signature matched: client allowlist
 (403), Content-Length and streamed size (413), content type (415), ``X-Hub-Signature-256``
 (401), body (400). Deliveries are deduplicated on ``X-GitHub-Delivery`` (persisted, see
-``webhook_deliveries``). In a burst of pushes the newest (the last to arrive) wins: creating a
-run cancels the webhook runs of the deployment still waiting in a scheduled state.
+``webhook_deliveries``). In a burst of pushes the newest (the last to arrive) wins: pushes that
+arrive while a run is being created are served together by one run of the newest of them,
+and creating a run cancels the webhook runs of the deployment still waiting in a scheduled
+state. A run already executing is left to finish.
 
 No input gives a 5xx. The only 5xx answers are about Prefect: 503 when its API is unreachable,
 times out or lacks the deployment, 502 when it refuses a request. GitHub does not retry on its
@@ -27,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -123,12 +125,38 @@ class _Throttle:
         return self._suppressed.pop(reason, 0)
 
 
+class Triggered(NamedTuple):
+    run_id: str
+    redelivery: bool
+    cancelled: list[str]  # the older waiting runs this one superseded
+    ref: str  # what the run deploys: the newest push served with this one
+
+
+@dataclass
+class _Waiting:
+    delivery: str
+    ref: str
+    answer: asyncio.Future
+
+
+def _answer_once(answer: asyncio.Future, outcome: Triggered | BaseException) -> None:
+    if answer.done():
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+        answer.exception()  # retrieved: a caller that timed out must not leave a warning behind
+    else:
+        answer.set_result(outcome)
+
+
 class Receiver:
     """The side effects: the delivery store, the Prefect client, the audit log."""
 
     def __init__(self, settings: WebhookSettings) -> None:
         self.settings = settings
         self._lock = asyncio.Lock()  # cancel-older + create is one step within this process
+        self._queue: list[_Waiting] = []
+        self._dispatcher: asyncio.Task | None = None
         self._throttle = _Throttle()
         self._deployment_id: Any = None
         self.store: DeliveryStore | None = None
@@ -166,21 +194,45 @@ class Receiver:
             await self.audit("rejected", status=status, reason=reason, client=client, suppressed=suppressed)
         return _answer(status, {"error": reason})
 
-    async def trigger(self, delivery: str, ref: str) -> tuple[str, bool, list[str]]:
-        """Start (or find) the run of this delivery: (flow run id, redelivery?, cancelled ids)."""
+    async def trigger(self, delivery: str, ref: str) -> Triggered:
+        """Start (or find) the run of this delivery.
+
+        Pushes that arrive while a run is being created wait and are then served together
+        (group commit): only the newest of them gets a run, and the others are answered with
+        it. One run is created per round trip to Prefect instead of one per push, so a burst
+        cannot queue up behind the server."""
         try:
             async with asyncio.timeout(DEADLINE_S):
-                async with self._lock:
-                    known = await asyncio.to_thread(self.store.get, delivery)
-                    if known:
-                        return known, True, []
-                    return await self._supersede_and_create(delivery, ref)
+                known = await asyncio.to_thread(self.store.get, delivery)
+                if known:
+                    return Triggered(known, True, [], ref)
+                waiting = _Waiting(delivery, ref, asyncio.get_running_loop().create_future())
+                self._queue.append(waiting)
+                if self._dispatcher is None or self._dispatcher.done():
+                    self._dispatcher = asyncio.create_task(self._dispatch())
+                return await asyncio.shield(waiting.answer)
         except TimeoutError:
             raise PrefectUnavailable(503, f"the Prefect API did not answer within {DEADLINE_S:g}s") from None
         except PrefectUnavailable:
             raise
         except Exception as exc:
             raise _prefect_failure(exc) from None
+
+    async def _dispatch(self) -> None:
+        """Serve the waiting pushes in batches: the last to arrive gets the run."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            newest = batch[-1]
+            try:
+                async with self._lock:
+                    run_id, redelivery, cancelled = await self._supersede_and_create(newest.delivery, newest.ref)
+                for older in batch[:-1]:
+                    older_id = await asyncio.to_thread(self.store.put, older.delivery, run_id)
+                    _answer_once(older.answer, Triggered(older_id, False, [], newest.ref))
+                _answer_once(newest.answer, Triggered(run_id, redelivery, cancelled, newest.ref))
+            except Exception as exc:
+                for waiting in batch:
+                    _answer_once(waiting.answer, exc)
 
     async def _supersede_and_create(self, delivery: str, ref: str) -> tuple[str, bool, list[str]]:
         from prefect.client.schemas.filters import (
@@ -320,16 +372,17 @@ async def _decide(receiver: Receiver, delivery: str, event: str, decision: Decis
         await receiver.audit("ignored", delivery=delivery, github_event=event, reason=decision.reason)
         return _answer(202, {"ignored": decision.reason})
     try:
-        run_id, redelivery, cancelled = await receiver.trigger(delivery, decision.ref)
+        run_id, redelivery, cancelled, deployed = await receiver.trigger(delivery, decision.ref)
     except PrefectUnavailable as exc:
         await receiver.audit("unavailable", delivery=delivery, github_event=event, ref=decision.ref, reason=str(exc))
         return JSONResponse({"error": str(exc)}, status_code=exc.status, headers={"Retry-After": "30"})
     if redelivery:
         await receiver.audit("redelivery", delivery=delivery, github_event=event, ref=decision.ref, flow_run_id=run_id)
         return _answer(202, {"flow_run_id": run_id, "redelivery": True})
+    newer = {"superseded_by": deployed} if deployed != decision.ref else {}
     await receiver.audit("deploy", delivery=delivery, github_event=event, ref=decision.ref, flow_run_id=run_id,
-                         reason=decision.reason, superseded=cancelled)
-    return _answer(202, {"flow_run_id": run_id})
+                         reason=decision.reason, superseded=cancelled, **newer)
+    return _answer(202, {"flow_run_id": run_id, **newer})
 
 
 def build_app(settings: WebhookSettings) -> Starlette:
