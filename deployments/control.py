@@ -193,7 +193,7 @@ async def listen(control: ControlSocket, path: Path) -> asyncio.AbstractServer:
 
 
 async def serve(inventory: Path, api_url: str, *, webhook: object | None = None, webhook_host: str = "127.0.0.1",
-                webhook_port: int = 8787, query_seconds: float = 1.0, ready: Callable[[], None] | None = None) -> None:
+                webhook_port: int = 8787, query_seconds: float = 0.5, ready: Callable[[], None] | None = None) -> None:
     """Run until SIGTERM or SIGINT. ``webhook`` is the receiver's settings (None: no receiver)."""
     inventory = inventory.expanduser().absolute()
     os.environ[served.PINNED_INVENTORY_ENV] = str(inventory)  # the runner's flow-run processes inherit it
