@@ -148,6 +148,7 @@ class ControlSocket:
             return flow_calls.Outcome(exit_code=2, error=f"this control process serves {self.inventory}, "
                                                          f"not {asked}").to_json()
         params = request.get("params") or {}
+        log.info("control socket: %s asked by the CLI", command)
 
         def sink(message: dict) -> None:
             if "log" in message and not request.get("verbose"):

@@ -89,6 +89,20 @@ def webhook_settings(branch: str, allow_from: tuple) -> object | None:
     return WebhookSettings(secret=secret, branch=branch, allow_from=allow_from)
 
 
+def _log_to_stderr(*names: str) -> None:
+    """What the control process itself does goes to its stderr: serve.log when detached,
+    the journal under systemd."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        logger.propagate = False  # Prefect's root console handler would print each line twice
+
+
 def run_foreground(inventory: Path, api_url: str, settings: object | None, host: str, port: int) -> None:
     import asyncio
 
@@ -97,6 +111,8 @@ def run_foreground(inventory: Path, api_url: str, settings: object | None, host:
         # Prefect opens (~0.1 s a run). Set before Prefect is imported: it reads settings once.
         os.environ.setdefault("PREFECT_API_TLS_INSECURE_SKIP_VERIFY", "true")
     from deployments.control import serve as serve_control
+
+    _log_to_stderr("homelab.serve", "homelab.webhook")
 
     ui = api_url.removesuffix("/api")
 

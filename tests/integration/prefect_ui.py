@@ -153,10 +153,17 @@ def start_run_from_form(page: Page, ui_url: str, flow_name: str, deployment_name
     for name, value in params.items():
         title = (props.get(name) or {}).get("title") or name
         _fill_field(page, _field_block(page, title), value)
-    with page.expect_response(
-            lambda r: r.request.method == "POST" and "/create_flow_run" in r.url) as created:
-        page.get_by_role("button", name="Submit", exact=True).click()
-    resp = created.value
+    # Prefect on SQLite answers 503 when its database is busy (SQLITE_BUSY_SNAPSHOT does not
+    # wait for busy_timeout); nothing was created, the UI shows a toast and stays on the form,
+    # and a person clicks Submit again. So does this, twice at most.
+    for _attempt in range(3):
+        with page.expect_response(
+                lambda r: r.request.method == "POST" and "/create_flow_run" in r.url) as created:
+            page.get_by_role("button", name="Submit", exact=True).click()
+        resp = created.value
+        if resp.status != 503:
+            break
+        time.sleep(1)
     if not resp.ok:
         raise AssertionError(f"the UI's create_flow_run failed: {resp.status} {resp.text()}")
     return resp.json()["id"]

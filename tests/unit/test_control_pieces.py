@@ -103,9 +103,18 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     yield inventory
-    loop.call_soon_threadsafe(server.close)
+
+    async def shut() -> None:  # end every open handler, so none outlives its loop
+        server.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    loop.close()
 
 
 def test_the_socket_is_private_to_its_user(served: Path) -> None:
