@@ -2,15 +2,23 @@
 
 Ephemeral mode would start a throw-away server per process and lose the history, so
 ``homelab deploy`` starts this one when ``PREFECT_API_URL`` is unset.
+
+Prefect OSS has no API auth by default, and whoever can create a run can start a deploy. So a
+server that listens beyond loopback always gets ``PREFECT_SERVER_API_AUTH_STRING``: the
+operator's, or one generated into ``$HOMELAB_HOME/prefect-auth`` (0600), which this tool's
+clients then send as ``PREFECT_API_AUTH_STRING``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from model.errors import ServerError
@@ -38,22 +46,70 @@ def healthy(api_url: str = API_URL, timeout: float = 1.0) -> bool:
         return False
 
 
-def up(timeout_s: float = 90) -> str:
-    """Start the server unless one already answers; returns the API URL."""
-    if healthy():
-        return API_URL
-    log = state_dir() / "prefect-server.log"
-    env = {**os.environ, **QUIET_ENV}
+SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def api_url_for(host: str, port: int) -> str:
+    """Where this machine reaches a server listening on ``host``: a wildcard is reached on loopback."""
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{reach if ':' not in reach else f'[{reach}]'}:{port}/api"
+
+
+def auth_file() -> Path:
+    return state_dir() / "prefect-auth"
+
+
+def auth_string(environ: Mapping[str, str] = os.environ) -> str:
+    """The server's auth string ("user:password"): the operator's, else the one kept in
+    ``auth_file()``, created (0600) on first use."""
+    given = environ.get(SERVER_AUTH_ENV) or environ.get(CLIENT_AUTH_ENV)
+    if given:
+        return given
+    path = auth_file()
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"homelab:{secrets.token_urlsafe(24)}\n")
+    return path.read_text().strip()
+
+
+def server_env(host: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The server process's environment: quiet, no client URL, and an auth string unless it
+    listens on loopback only."""
+    env = {**environ, **QUIET_ENV}
     env.pop("PREFECT_API_URL", None)
+    if not is_loopback(host):
+        env[SERVER_AUTH_ENV] = auth_string(environ)
+    return env
+
+
+def up(timeout_s: float = 90, host: str = HOST, port: int = PORT) -> str:
+    """Start the server unless one already answers; returns the API URL. Beyond loopback it
+    requires an auth string, which this process then uses as a client too."""
+    url = api_url_for(host, port)
+    env = server_env(host)
+    if SERVER_AUTH_ENV in env:
+        os.environ.setdefault(CLIENT_AUTH_ENV, env[SERVER_AUTH_ENV])
+    if healthy(url):
+        return url
+    log = state_dir() / "prefect-server.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     (state_dir() / "prefect-server.pid").write_text(str(process.pid))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if healthy():
-            return API_URL
+        if healthy(url):
+            return url
         if process.poll() is not None:
             raise ServerError(f"the Prefect server exited with {process.returncode}; see {log}")
         time.sleep(0.3)
@@ -89,4 +145,6 @@ def ensure_api() -> str:
     if not url:
         url = up()
         os.environ["PREFECT_API_URL"] = url
+    if CLIENT_AUTH_ENV not in os.environ and auth_file().exists():
+        os.environ[CLIENT_AUTH_ENV] = auth_file().read_text().strip()  # the local server was started with it
     return url

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import time
 
 from prefect import flow
-from prefect.runtime import flow_run
 
-from flows.reporting import publish_report
+from flows.deploy import deploy_locked
 from model.desired import load_desired_state
-from model.errors import DeployFailed
 from tasks.engine import audit
-from tasks.engine.host_pool import HostPool, ssh_targets
-from tasks.engine.locks import hold_hosts
-from tasks.engine.report import FileResult, SyncReport
-from tasks.engine.secrets_sync import check_drift, find_drift, fix_drift, resolve_secrets
-from tasks.host_commands.lock import LockOwner
-from tasks.steps import PREFECT_STEPS
+from tasks.engine.secret_rotation import SecretRotation, stacks_to_rotate
+from tasks.engine.secrets_sync import DriftRedeploy, check_drift
 
 
 @flow(name="secrets-check", persist_result=False)
@@ -28,21 +22,23 @@ async def check_secrets(inventory: str = "deployments/homelab.yaml") -> dict:
 
 @flow(name="secrets-sync", persist_result=False)
 async def sync_secrets(inventory: str = "deployments/homelab.yaml", lock_wait_s: float = 90) -> dict:
-    """Rewrite every drifted env file from Vault; returns what was fixed."""
-    run_id = str(flow_run.get_id())
-    desired = await asyncio.to_thread(resolve_secrets, load_desired_state(inventory))
-    owner = LockOwner.for_run(run_id, desired.commit)
-    # under the deploy locks: a deploy or a rotation must not race the rewrite
-    async with HostPool(ssh_targets(desired)) as pool, \
-            hold_hosts(pool, desired, owner, lock_wait_s, PREFECT_STEPS.survey):
-        drift = await find_drift(pool, desired)
-        await fix_drift(pool, desired, drift)
-        left = {d.where for d in await find_drift(pool, desired)}
-    report = SyncReport(flow_run_id=run_id, stacks=[
-        FileResult(host=d.host, stack=d.stack, file=d.file, result="still drifted" if d.where in left else "rewritten")
-        for d in drift])
-    audit.append("secrets.synced", flow_run_id=run_id, fixed=[d.where for d in drift])
-    await publish_report(report)
-    if not report.ok:
-        raise DeployFailed("secrets still drifted after sync", report)
+    """Bring every env file that differs from Vault back in line: under the deploy locks, its
+    stack is redeployed health-gated (and rolled back if it fails). Returns what was fixed."""
+    started = time.monotonic()
+    sync = DriftRedeploy()
+    report = await deploy_locked(load_desired_state(inventory), started=started, full=False,
+                                 lock_wait_s=lock_wait_s, under_locks=sync)
+    audit.append("secrets.synced", flow_run_id=report.flow_run_id, fixed=report.notes["fixed"])
+    return report.to_json()
+
+
+@flow(name="secrets-rotate", persist_result=False, validate_parameters=True)
+async def rotate_secret(inventory: str, path: str, key: str, lock_wait_s: float = 90) -> dict:
+    """A new random value for ``key`` at ``path``, all or nothing: the hosts of the stacks that
+    read it are locked first, then Vault is written (check-and-set) and those stacks are
+    redeployed health-gated. If one fails, they roll back and Vault gets the old value back."""
+    started = time.monotonic()
+    users = stacks_to_rotate(load_desired_state(inventory), path, key, inventory)
+    report = await deploy_locked(load_desired_state(inventory, only=users), started=started, full=False,
+                                 lock_wait_s=lock_wait_s, under_locks=SecretRotation(path, key))
     return report.to_json()

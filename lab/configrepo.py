@@ -171,6 +171,8 @@ def ensure() -> Path:
     """Create the repository unless an up-to-date one exists; returns the inventory path."""
     root = repo_dir()
     if _current(root):
+        if not trust_file_path().exists():
+            write_trust_file()
         return inventory_path()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -187,4 +189,25 @@ def ensure() -> Path:
         _git(root, "commit", "-q", "-am", f"lab release {tag}: an image whose healthcheck fails")
         _git(root, "tag", tag)
     _git(root, "checkout", "-q", "main")
+    write_trust_file()
     return inventory_path()
+
+
+def trust_file_path() -> Path:
+    """The lab's trust file: beside the config repo, not in it."""
+    return topology.LAB_DIR / "trust.yaml"
+
+
+def write_trust_file() -> Path:
+    """What the lab's operator trusts: its hosts and SSH settings, deploys from the release
+    branches, and the Vault paths the secret tests declare (under any per-test prefix)."""
+    from model.inventory import Inventory
+    from model.trust import dump, pin
+
+    pinned = pin(Inventory.model_validate(inventory()), ["main", *(branch for _, branch, _ in BROKEN)])
+    own_path = {"jjeco-light": "jjeco"}  # stacks whose KV path is not their name
+    vault = {"*": ["homelab/{stack}", "t*/homelab/{stack}"],
+             **{stack: [f"homelab/{path}", f"t*/homelab/{path}"] for stack, path in own_path.items()}}
+    path = trust_file_path()
+    path.write_text(dump(pinned.model_copy(update={"vault_paths": vault})))
+    return path

@@ -18,6 +18,7 @@ from model.inventory import Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
 from model.stack_files import StackFiles, collect_stack_files
+from model.trust import TrustRefused, admit, check_inventory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,10 @@ class DesiredState:
         whose Vault versions become part of the stack's config hash."""
         return replace(self, stacks={name: stack.with_env_files(env_files.get(name, {}))
                                      for name, stack in self.stacks.items()})
+
+    def restricted(self, names: set[str] | list[str]) -> DesiredState:
+        """Only the stacks in ``names`` (in phase order), as ``--only`` would load them."""
+        return replace(self, stacks={name: stack for name, stack in self.stacks.items() if name in names})
 
     def targeted_hosts(self) -> list[str]:
         wanted = {host for stack in self.stacks.values() for host in stack.hosts}
@@ -125,9 +130,15 @@ def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: St
 
 def load_desired_state(inventory_file: str | Path, ref: str | None = None,
                        only: list[str] | None = None) -> DesiredState:
-    """Read the inventory and stack folders (at ``ref`` if given) and restrict to ``only``."""
+    """Read the inventory and stack folders (at ``ref`` if given) and restrict to ``only``.
+    The ref and the inventory's hosts, SSH settings and Vault paths must pass ``model.trust``."""
+    commit, trust = admit(Path(inventory_file), ref)
     with open_source(Path(inventory_file), ref) as tree:
+        if commit is not None and tree.commit != commit:
+            raise TrustRefused(f"--ref {ref} moved while it was being checked; run again")
         inventory = load_inventory(tree.inventory, tree.display)
+        if trust is not None:
+            check_inventory(inventory, trust, tree.display)
         phase_of = inventory.stack_phase()
         unknown = sorted(set(only or ()) - set(phase_of))
         if unknown:

@@ -29,6 +29,8 @@ os.environ.update({
     "DO_NOT_TRACK": "1",
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "HOMELAB_HOME": os.path.join(_PREFECT_HOME, "homelab"),
+    # the lab's trust file (lab/configrepo.py writes it beside the lab's config repo)
+    "HOMELAB_TRUST_FILE": os.path.join(os.environ.get("HOMELAB_LAB_DIR", "/var/lib/homelab-lab"), "trust.yaml"),
 })
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +19,21 @@ def _require_root() -> None:
         pytest.skip("the simulated lab needs root (network namespaces)")
 
 
+LAB_TEST_LOCK = "/run/homelab-lab-tests.lock"
+
+
 @pytest.fixture(scope="session")
-def lab_inventory() -> Path:
-    """The simulated homelab, up (idempotent), and the path of its git-tracked inventory."""
+def lab_inventory() -> Iterator[Path]:
+    """The simulated homelab, up (idempotent), and the path of its git-tracked inventory. Held
+    under an exclusive lock for the session: two test sessions on one machine would reset and
+    deploy the same lab hosts under each other, so a second one waits."""
     _require_root()
     from lab import configrepo, manager
 
-    manager.up()
-    return configrepo.ensure()
+    with open(LAB_TEST_LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        manager.up()
+        yield configrepo.ensure()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from deployments.cli import admin, adopt, deploy, releases, secrets, serve, webhook  # noqa: F401 - they register the commands
+from deployments.cli import admin, adopt, deploy, releases, secrets, serve, trust, webhook  # noqa: F401 - they register the commands
 from deployments.cli.app import app
 
 

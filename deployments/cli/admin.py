@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
 
 from deployments import server
@@ -12,24 +15,32 @@ from model.errors import HomelabError
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the audit log's hash chain; exit 1 if any record was changed or removed."""
+    """Check the audit log's hash chain and its head; exit 1 if a record was changed or removed,
+    the tail was cut off, or the log is missing. Repairs of torn lines are listed as notes."""
     from tasks.engine import audit
 
-    problems = audit.verify()
-    for problem in problems:
+    found = audit.check()
+    for note in found.notes:
+        print(f"note: {note}")
+    for problem in found.problems:
         print(problem)
-    print(f"{audit.audit_path()}: {'TAMPERED' if problems else 'ok'}")
-    raise typer.Exit(1 if problems else 0)
+    print(f"{audit.audit_path()}: {'TAMPERED' if found.problems else 'ok'}")
+    raise typer.Exit(1 if found.problems else 0)
 
 
 @server_app.command("up")
-def server_up() -> None:
+def server_up(host: Annotated[str, typer.Option(help="listen address; beyond loopback an API auth string is set")]
+              = server.HOST,
+              port: Annotated[int, typer.Option(help="listen port")] = server.PORT) -> None:
     """Start the local Prefect server (or reuse the running one)."""
     try:
-        url = server.up()
+        url = server.up(host=host, port=port)
     except HomelabError as exc:
         raise fail(exc) from None
-    print(f"Prefect API {url}  UI {server.UI_URL}")
+    print(f"Prefect API {url}  UI {url.removesuffix('/api')}")
+    if not server.is_loopback(host):
+        print(f"API auth: on (clients set {server.CLIENT_AUTH_ENV}; this tool reads it from {server.auth_file()})",
+              file=sys.stderr)
 
 
 @server_app.command("down")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +21,9 @@ from deployments.cli.common import (
     run_flow,
     table,
 )
+
+if TYPE_CHECKING:
+    from tasks.host_commands.lock import LockSnapshot
 
 
 @app.command()
@@ -61,10 +65,21 @@ def releases(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonOption
 
 @app.command()
 def unlock(inventory: InventoryOption = DEFAULT_INVENTORY,
-           host: Annotated[list[str], typer.Option("--host", help="host whose deploy lock to break")] = ...) -> None:
-    """Force-break a host's deploy lock (recorded in the audit log). Use only if its owner is gone."""
-    from tasks.engine.locks import force_unlock
+           host: Annotated[list[str], typer.Option("--host", help="host whose deploy lock to break")] = ...,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (it asks only on a terminal)")] = False,
+           ) -> None:
+    """Show a host's deploy lock owner, then break the lock (audited) only if that owner still holds
+    it. Use only if its owner is gone."""
+    from tasks.engine.locks import describe_owner, force_unlock
 
-    owners = run_command(force_unlock(load(inventory), host))
-    for name, owner in owners.items():
-        print(f"{name}: lock removed" + (f" (was {owner.get('flow_run_id')})" if owner else " (was free)"))
+    ask = not yes and sys.stdin.isatty()
+
+    def confirm(name: str, shown: LockSnapshot) -> bool:
+        print(f"{name}: deploy lock held by {describe_owner(shown.owner)}")
+        return typer.confirm(f"{name}: remove this lock?") if ask else True
+
+    results = run_command(force_unlock(load(inventory), host, confirm))
+    for result in results.values():
+        print(f"{result.host}: {result.message}")
+    outcomes = {r.outcome for r in results.values()}
+    raise typer.Exit(5 if "changed" in outcomes else 1 if "failed" in outcomes else 0)

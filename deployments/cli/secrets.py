@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -47,24 +48,59 @@ def secrets_sync(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonOp
 @secrets_app.command("rotate")
 def secrets_rotate(path: str, key: str, inventory: InventoryOption = DEFAULT_INVENTORY,
                    lock_wait: LockWaitOption = 90, as_json: JsonOption = False) -> None:
-    """Write a new random value for KEY at PATH (check-and-set), then redeploy only the stacks
-    that use it, health-gated; if that fails they roll back (the old value stays in KV history)."""
-    from tasks.engine.secret_rotation import rotate_secret
+    """Write a new random value for KEY at PATH and redeploy only the stacks that use it, all or
+    nothing: their hosts are locked first, and if the health-gated redeploy fails, the stacks
+    roll back and Vault gets the old value back (check-and-set)."""
+    from tasks.engine.secret_rotation import stacks_to_rotate
 
     try:
-        desired = common.load(inventory)
-        rotation = rotate_secret(desired, path, key, inventory_name=str(inventory))
+        users = stacks_to_rotate(common.load(inventory), path, key, str(inventory))
     except HomelabError as exc:
         raise common.fail(exc) from None
-    print(f"rotated {key} at {path}: version {rotation.from_version} -> {rotation.to_version}; redeploying "
-          f"{', '.join(rotation.stacks)}", file=sys.stderr)
-    api_url = common.prefect_api()
-    report, ui = common.run_flow(desired, api_url, "flows.deploy", "deploy_homelab", as_json, dict(
-        inventory=str(inventory.absolute()), only=rotation.stacks, lock_wait_s=lock_wait))
-    report["rotated"] = rotation.to_json()
+    print(f"rotating {key} at {path}; redeploying {', '.join(users)}", file=sys.stderr)
+    desired, api_url = common.load_for_flow(inventory, only=users)
+    report, ui = common.run_flow(desired, api_url, "flows.secrets", "rotate_secret", as_json, dict(
+        inventory=str(inventory.absolute()), path=path, key=key, lock_wait_s=lock_wait))
     if as_json:
         common.emit(report)
     else:
         print_deploy_report(report)
+        rotated = report.get("rotated") or {}
+        if rotated.get("reverted_version"):
+            print(f"{key} at {path}: the redeploy failed; Vault holds the old value again "
+                  f"(version {rotated['reverted_version']})")
+        elif rotated:
+            print(f"{key} at {path}: version {rotated['from_version']} -> {rotated['to_version']}")
         print(f"Prefect UI: {ui}")
     common.exit_after_flush(0 if report["result"] == "success" else 1)
+
+
+@secrets_app.command("scrub")
+def secrets_scrub(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonOption = False,
+                  dry_run: Annotated[bool, typer.Option("--dry-run", help="only list the leftovers")] = False) -> None:
+    """Remove files holding secrets that nothing needs any more, on every host: env files of
+    stacks the inventory no longer places there, env files of release directories without a
+    record, and stale temp files. Recorded releases of placed stacks stay (a rollback may need
+    them). Each host is scrubbed under its deploy lock; removals are audited (paths only).
+    Exit 0 when nothing is left (or all was removed)."""
+    from tasks.engine.scrub import scrub_secrets
+
+    hosts = common.run_command(scrub_secrets(common.load(inventory), dry_run=dry_run))
+    if as_json:
+        common.emit({"dry_run": dry_run, "hosts": [h.to_json() for h in hosts]})
+    else:
+        verb = "left over" if dry_run else "removed"
+        for h in hosts:
+            for item in h.leftovers:
+                print(f"{h.host}: {item.path} ({item.kind}, stack {item.stack}): {verb}")
+            for item in h.failed:
+                print(f"{h.host}: {item.path}: could not be removed")
+            for stack in h.deployed:
+                print(f"{h.host}: stack {stack} is no longer placed here but still deployed; "
+                      "`homelab deploy --prune` removes it and its env files")
+            if h.error:
+                print(f"{h.host}: not scrubbed: {h.error}")
+        found = sum(len(h.leftovers) for h in hosts)
+        print(f"{found} leftover file(s) {verb}" if found else "no leftovers: no file holding a secret is unneeded")
+    left = any(not h.clean for h in hosts) or (dry_run and any(h.leftovers for h in hosts))
+    raise typer.Exit(1 if left else 0)

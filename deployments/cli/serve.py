@@ -64,8 +64,13 @@ def serve(inventory: InventoryOption = DEFAULT_INVENTORY,
     and runs them (UI clicks, schedules, webhook pushes); CLI deploys hand their work to it."""
     if stop:
         raise typer.Exit(0 if stop_background() else 1)
+    # Runs from the UI, webhooks and schedules are aimed by whoever reaches them: every one is
+    # checked against the trust file (its flow-run processes inherit this), and serve needs one.
+    from model.trust import REQUIRE_TRUST_ENV  # not at import: the warm-path CLI never needs it
+
+    os.environ[REQUIRE_TRUST_ENV] = "1"
     try:
-        load(inventory)  # a bad inventory fails now, not at the first run
+        load(inventory)  # a bad inventory or a missing trust file fails now, not at the first run
     except HomelabError as exc:
         raise fail(exc) from None
     if (pid := running_pid()) is not None:

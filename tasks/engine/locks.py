@@ -3,20 +3,22 @@
 The host lock is an atomic ``mkdir <state_dir>/lock`` holding ``owner.json``: flow run id,
 user, orchestrator host and pid, start time, commit. The survey takes it in the same round
 trip when it is free; otherwise hosts are locked one by one in name order (no deadlock
-between two runs), waiting up to ``lock_wait_s``. A lock whose owner is gone (its process
-died on this machine, or its flow run is finished, crashed, cancelled or unknown to Prefect)
-is stale: it is broken, with an audit record. On top, Prefect's per-host slots
-(``prefect_slots.py``) keep two runs off one host through Prefect itself.
+between two runs), waiting up to ``lock_wait_s``. A lock whose owner is gone is stale: it is
+broken, with an audit record. Gone means: its process died on this machine (same machine id,
+boot and pid namespace; the pid is absent or names a process started later), or Prefect says
+its flow run is finished, crashed or cancelled. A hostname proves nothing (clones and
+host-network containers share one), and an owner file without the machine fields (older
+ones) is never judged by its pid: ``homelab unlock`` is for those. On top, Prefect's per-host
+slots (``prefect_slots.py``) keep two runs off one host through Prefect itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from model.desired import DesiredState
 from model.errors import HomelabError, PreflightFailed, UsageError
@@ -25,12 +27,19 @@ from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.preflight import SurveyFn, survey_hosts
 from tasks.host_commands.lock import (
     LockOwner,
-    break_lock,
+    LockSnapshot,
+    Machine,
     describe_owner,
+    parse_lock_snapshot,
     parse_owner,
-    read_lock_owner,
+    parse_unlock,
+    pid_exists,
+    process_start,
     release_lock,
+    show_lock,
     take_lock,
+    this_machine,
+    unlock_if,
 )
 from tasks.host_commands.survey import HostSurvey
 
@@ -45,33 +54,48 @@ class LockHeld(HomelabError):
                          f"run `homelab unlock --host {host}`")
 
 
-async def stale_reason(owner: dict | None) -> str | None:
+async def stale_reason(owner: dict | None, here: Machine | None = None) -> str | None:
     """Why the lock's owner is gone, or None if it may still be running."""
     if not owner:
         return None
-    if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-        try:
-            os.kill(owner["pid"], 0)
-        except ProcessLookupError:
-            return f"its orchestrator process {owner['pid']} on {owner['host']} is gone"
-        except PermissionError:
-            pass
-    # Another machine's run may report to another Prefect server: "unknown here" proves nothing.
-    local = owner.get("host") == socket.gethostname()
-    return await _flow_run_gone(owner.get("flow_run_id"), unknown_is_gone=local)
+    return process_gone(owner, here or this_machine()) or await _flow_run_finished(owner.get("flow_run_id"))
 
 
-async def _flow_run_gone(flow_run_id: str | None, unknown_is_gone: bool) -> str | None:
+def process_gone(owner: dict, here: Machine, start_of: Callable[[int], int | None] = process_start,
+                 exists: Callable[[int], bool | None] = pid_exists) -> str | None:
+    """Why the owner's orchestrator process is certainly gone, or None: alive, or not ours to tell.
+    Only a pid from this machine id, boot and pid namespace is judged (elsewhere it names
+    another process space), and only with the start time that tells it from a reused pid."""
+    pid, start = owner.get("pid"), owner.get("pid_start")
+    if not (here.known and _is_int(pid) and _is_int(start)):
+        return None
+    if (owner.get("machine_id"), owner.get("boot_id"), owner.get("pid_ns")) != (
+            here.machine_id, here.boot_id, here.pid_ns):
+        return None
+    now = start_of(pid)
+    where = f"its orchestrator process {pid} on {owner.get('host')}"
+    if now is None:
+        # unreadable is not absent: /proc may hide other users' processes (hidepid)
+        return f"{where} is gone" if exists(pid) is False else None
+    if now != start:
+        return f"{where} is gone (pid {pid} now names a process started at tick {now}, not {start})"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+async def _flow_run_finished(flow_run_id: str | None) -> str | None:
+    """Prefect's word that the run is over. A run unknown to Prefect proves nothing: it may report
+    to another server, and its process is judged by ``process_gone`` where it can be."""
     if not flow_run_id:
         return None
     from prefect import get_client
-    from prefect.exceptions import ObjectNotFound
 
     try:
         async with get_client() as client:
             run = await client.read_flow_run(flow_run_id)
-    except ObjectNotFound:
-        return f"flow run {flow_run_id} does not exist in Prefect" if unknown_is_gone else None
     except Exception:
         return None
     if run.state and run.state.is_final():
@@ -148,17 +172,51 @@ async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wa
         await release_all(pool, desired, hosts, owner.flow_run_id)
 
 
-async def force_unlock(desired: DesiredState, hosts: list[str]) -> dict[str, dict | None]:
-    """``homelab unlock``: break each host's deploy lock, whoever holds it (audited). Returns the
-    owner each lock had (None: it was free)."""
+CHANGED = "the lock changed owner since it was shown; not removed"
+ConfirmFn = Callable[[str, LockSnapshot], bool]
+
+
+@dataclass(frozen=True)
+class Unlocked:
+    """What ``homelab unlock`` did on one host."""
+    host: str
+    outcome: str  # free | removed | kept (not confirmed) | changed | failed
+    shown: LockSnapshot | None = None  # the lock as shown to the user; None: it was free
+    detail: str = ""
+
+    @property
+    def message(self) -> str:
+        was = f" (was {describe_owner(self.shown.owner)})" if self.shown else ""
+        return {"free": "lock is free", "removed": f"lock removed{was}", "kept": "lock kept",
+                "changed": f"{CHANGED}; run `homelab unlock --host {self.host}` again to see its owner",
+                }.get(self.outcome, f"unlock failed: {self.detail}")
+
+
+async def force_unlock(desired: DesiredState, hosts: list[str],
+                       confirm: ConfirmFn = lambda host, shown: True) -> dict[str, Unlocked]:
+    """``homelab unlock``: read each host's deploy lock, let ``confirm`` show it (and say yes),
+    then remove it only if its owner file is still exactly the one shown (audited)."""
     unknown = [h for h in hosts if h not in desired.inventory.hosts]
     if unknown:
         raise UsageError(f"unknown host(s): {', '.join(unknown)}")
-    owners: dict[str, dict | None] = {}
     async with HostPool(t for t in ssh_targets(desired, all_hosts=True) if t.name in hosts) as pool:
-        for name in hosts:
-            state_dir = desired.inventory.state_dir(name)
-            owners[name] = parse_owner((await pool[name].run(read_lock_owner(state_dir), check=False)).stdout)
-            await pool[name].run(break_lock(state_dir))
-            audit.append("lock.forced", host=name, owner=owners[name])
-    return owners
+        return {name: await _unlock_one(pool, desired.inventory.state_dir(name), name, confirm) for name in hosts}
+
+
+async def _unlock_one(pool: HostPool, state_dir: str, host: str, confirm: ConfirmFn) -> Unlocked:
+    try:
+        shown = parse_lock_snapshot((await pool[host].run(show_lock(state_dir), check=False)).stdout)
+        if shown is None:
+            return Unlocked(host, "free")
+        if not confirm(host, shown):
+            return Unlocked(host, "kept", shown)
+        done = await pool[host].run(unlock_if(state_dir, shown.digest), check=False)
+    except HomelabError as exc:  # one host's failure must not hide what happened on the others
+        return Unlocked(host, "failed", detail=str(exc))
+    outcome, _ = parse_unlock(done.stdout)
+    if outcome == "removed":
+        audit.append("lock.forced", host=host, owner=shown.owner, owner_sha256=shown.digest)
+    if outcome == "unknown":
+        said = (done.stderr or done.stdout).strip()[-300:]
+        return Unlocked(host, "failed", shown, f"`unlock-if` exited {done.exit_status}: {said}")
+    return Unlocked(host, outcome, shown)

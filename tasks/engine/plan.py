@@ -8,7 +8,7 @@ as ``remove`` in the pseudo-phase ``ORPHANS`` (applied only with ``--prune``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from model.desired import DesiredState
 from model.releases import ReleaseRecord
@@ -48,18 +48,28 @@ class Plan:
         return {"changes": [c.to_dict() for c in self.changes]}
 
 
+class Prepared(NamedTuple):
+    """What work under the locks hands the plan: the desired state, and placements to
+    redeploy even if they look current ((host, stack) -> why)."""
+    desired: DesiredState
+    redeploy: dict[tuple[str, str], str]
+
+
 def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bool = True,
-              fresh_images: dict[str, dict[str, str]] | None = None) -> Plan:
+              fresh_images: dict[str, dict[str, str]] | None = None,
+              redeploy: dict[tuple[str, str], str] | None = None) -> Plan:
     """``full`` is False for ``--only`` runs, which never propose removals. ``fresh_images``
-    (host -> reference -> id after a pull) makes a stack whose tag moved an update."""
+    (host -> reference -> id after a pull) makes a stack whose tag moved an update, and so does
+    an entry in ``redeploy`` ((host, stack) -> why)."""
     changes: list[Change] = []
     for stack in desired.stacks.values():
         for host in stack.hosts:
             variant = stack.for_host(host)
             moved = _moved_images(variant.images, surveys[host].releases.get(stack.name),
                                   (fresh_images or {}).get(host, {}))
+            why = ", ".join(w for w in (moved, (redeploy or {}).get((host, stack.name))) if w) or None
             changes.append(_decide(stack.phase, host, stack.name, variant.services, variant.config_hash,
-                                   surveys[host], moved))
+                                   surveys[host], why))
     phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
     if full:
         placed = {(host, stack.name) for stack in desired.stacks.values() for host in stack.hosts}
@@ -85,13 +95,14 @@ def _moved_images(images: dict[str, str], record: ReleaseRecord | None, fresh: d
 
 
 def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_hash: str,
-            facts: HostSurvey, moved: str | None = None) -> Change:
+            facts: HostSurvey, forced: str | None = None) -> Change:
+    """``forced``: why to update even a current stack (a moved tag, a drifted env file)."""
     record = facts.releases.get(stack)
     action, reason = _judge(stack, services, want_hash, facts, record)
-    if moved and action == "unchanged":
-        action, reason = "update", moved
-    elif moved:
-        reason = f"{reason}; {moved}"
+    if forced and action == "unchanged":
+        action, reason = "update", forced
+    elif forced:
+        reason = f"{reason}; {forced}"
     return Change(phase=phase, host=host, stack=stack, action=action, reason=reason,
                   current_release=record.id if record else None)
 

@@ -1,5 +1,5 @@
 """Run reports: one result per (host, stack), decided at the end of the run, in one shape for
-deploy, rollback and secrets-sync. Every report masks secret values in what it shows.
+deploy (secrets-sync and secrets-rotate are deploys too) and rollback. Every report masks secret values in what it shows.
 
 A report's JSON always has ``result`` (success|failed), ``flow_run_id`` and ``stacks``; each
 kind adds its own fields (see the README's "JSON output").
@@ -71,33 +71,12 @@ class RestoreResult:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FileResult:
-    """One env file of a secrets sync."""
-
-    host: str
-    stack: str
-    file: str
-    result: str  # rewritten | still drifted
-
-    @property
-    def ok(self) -> bool:
-        return self.result == "rewritten"
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}/{self.stack}/{self.file}"
-
-    def to_json(self) -> dict:
-        return {"host": self.host, "stack": self.stack, "file": self.file, "result": self.result}
-
-
-@dataclass(frozen=True, kw_only=True)
 class RunReport:
     """What a run did, per (host, stack). Subclasses add their own fields to ``details``."""
 
     kind: str = "run"
     flow_run_id: str | None = None
-    stacks: Sequence[StackResult | RestoreResult | FileResult] = ()
+    stacks: Sequence[StackResult | RestoreResult] = ()
 
     @property
     def ok(self) -> bool:
@@ -133,6 +112,7 @@ class DeployReport(RunReport):
     wall_s: float = 0.0
     interrupted: list[dict] = field(default_factory=list)  # half-done deploys of a killed run, found at start
     snapshots: list[dict] = field(default_factory=list)  # Proxmox snapshots taken / reverted / failed
+    notes: dict = field(default_factory=dict)  # top-level fields added by work done under the locks
 
     @property
     def failures(self) -> list[StackResult]:
@@ -145,7 +125,8 @@ class DeployReport(RunReport):
         failures = [{"phase": s.phase, "host": s.host, "stack": s.stack, "error": s.error,
                      "probe_output": s.probe_output, "logs": s.logs} for s in self.failures]
         return super().to_json() | _masked({"failures": failures, "remote_seconds": self.remote_seconds,
-                                            "interrupted": self.interrupted, "snapshots": self.snapshots})
+                                            "interrupted": self.interrupted, "snapshots": self.snapshots,
+                                            **self.notes})
 
     def markdown(self) -> str:
         rows = [[s.phase, s.host, s.stack, s.action, s.result, f"{s.duration_s:.1f}", (s.error or s.reason or "")]
@@ -165,20 +146,10 @@ class RollbackReport(RunReport):
     stacks: Sequence[RestoreResult] = ()
 
 
-@dataclass(frozen=True, kw_only=True)
-class SyncReport(RunReport):
-    kind: str = "secrets-sync"
-    stacks: Sequence[FileResult] = ()
-
-    def details(self) -> dict:
-        return {"fixed": [f.where for f in self.stacks],
-                "still_drifted": [f.where for f in self.stacks if not f.ok]}
-
-
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     """A markdown table; cells are cut to 200 characters, with ``|`` escaped and line breaks joined."""
-    def cell(value: object) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")[:200]
+    def cell(value: object) -> str:  # masked before it is cut, so no part of a secret is left
+        return MASKER.mask(str(value)).replace("|", "\\|").replace("\n", " ")[:200]
 
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join([*lines, *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows)])
@@ -189,7 +160,7 @@ def _masked(value: object) -> object:
     if isinstance(value, str):
         return MASKER.mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
+        return {_masked(k): _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [_masked(v) for v in value]
     return value

@@ -4,18 +4,21 @@
   files and folds the KV versions into each stack's config hash (a new version = a change).
   Any Vault problem aborts here, before any host is contacted.
 - ``find_drift`` compares each host's env files with Vault by SHA-256 over SSH; values
-  never travel back. ``fix_drift`` rewrites the drifted files.
+  never travel back. ``DriftRedeploy`` redeploys the stacks of drifted files, health-gated.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model.desired import DesiredState
 from model.env_files import RenderedEnvFile
 from model.inventory import Inventory
 from tasks.engine.host_pool import HostPool, ssh_targets
+from tasks.engine.plan import Prepared
+from tasks.engine.report import StackResult
 from tasks.host_commands.compose import project_dir
 from tasks.host_commands.file_hashes import hash_remote_files, parse_remote_hashes
 from tasks.integrations.vault.client import VaultReader
@@ -116,15 +119,30 @@ async def find_drift(pool: HostPool, desired: DesiredState) -> list[Drift]:
     return sorted((d for found in lists for d in found), key=lambda d: d.where)
 
 
-async def fix_drift(pool: HostPool, desired: DesiredState, drift: list[Drift]) -> None:
-    """Rewrite each drifted env file in the stack directory (atomically, mode 0600). The
-    copies in release directories stay as they were: a rollback restores what ran then."""
-    inv = desired.inventory
-    for item in drift:
-        rendered = desired.stacks[item.stack].env_files[item.file]
-        folder = project_dir(inv.state_dir(item.host), item.stack, desired.stacks[item.stack].project_dir)
-        path = f"{folder}/{item.file}"
-        await pool[item.host].upload(path, rendered.content, 0o600)
+class DriftRedeploy:
+    """The secrets sync, as work under the deploy locks: the stacks whose env files differ from
+    Vault are redeployed through the health-gated rollout (not rewritten behind its back), so a
+    bad value in Vault rolls back like any failed deploy."""
+
+    def __init__(self) -> None:
+        self.drift: list[Drift] = []
+        self.healthy: set[tuple[str, str]] = set()
+
+    async def before_plan(self, pool: HostPool, desired: DesiredState) -> Prepared:
+        self.drift = await find_drift(pool, desired)
+        redeploy: dict[tuple[str, str], str] = {}
+        for d in self.drift:
+            why = f"{d.file} {'is missing' if d.state == 'missing' else 'differs from Vault'}"
+            redeploy[(d.host, d.stack)] = ", ".join(filter(None, [redeploy.get((d.host, d.stack)), why]))
+        return Prepared(desired.restricted({d.stack for d in self.drift}), redeploy)
+
+    async def after_rollout(self, desired: DesiredState, results: Sequence[StackResult]) -> None:
+        self.healthy = {(r.host, r.stack) for r in results if r.ok}
+
+    def to_json(self) -> dict:
+        fixed = [d for d in self.drift if (d.host, d.stack) in self.healthy]
+        return {"drift": [d.to_json() for d in self.drift], "fixed": [d.where for d in fixed],
+                "still_drifted": [d.where for d in self.drift if d not in fixed]}
 
 
 async def check_drift(desired: DesiredState) -> list[Drift]:

@@ -12,6 +12,8 @@ Under ``state_dir`` (default ``.homelab``)::
     releases/<stack>/current               id of the active release
     releases/<stack>/pending               marker of a deploy in progress (JSON, no secrets)
     lock/owner.json                        the host's deploy lock (an atomic mkdir) and its owner
+    lock/owner.json.unlocking.<pid>        the owner file, held aside while `homelab unlock` compares it
+    locks/<stack>.lock                     the stack's flock: one compose operation on a project at a time
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ CURRENT = "current"
 PENDING = "pending"
 LOCK = "lock"
 LOCK_OWNER = f"{LOCK}/owner.json"
+LOCK_OWNER_HELD = f"{LOCK_OWNER}.unlocking"
+STACK_LOCKS = "locks"
 RELEASE_ID_PATTERN = "^[0-9]{8}T[0-9]{6}Z-"  # grep -E: a directory under releases/<stack>/ that is a release
 
 
@@ -49,3 +53,11 @@ def current_file(state_dir: str, stack: str) -> str:
 
 def lock_dir(state_dir: str) -> str:
     return f"{state_dir}/{LOCK}"
+
+
+def stack_locks_dir(state_dir: str) -> str:
+    return f"{state_dir}/{STACK_LOCKS}"
+
+
+def stack_lock_file(state_dir: str, stack: str) -> str:
+    return f"{stack_locks_dir(state_dir)}/{stack}.lock"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lab import manager, topology
 from model.errors import DeployFailed
+from tasks.engine import audit
 
 
 async def deploy(inventory: Path, **params: object) -> tuple[object, dict | BaseException]:
@@ -81,3 +82,33 @@ def deployed_commits() -> dict[tuple[str, str], str]:
             stack, _, commit = line.partition(" ")
             out[(host, stack)] = commit
     return out
+
+
+def place_lock(host: str, owner: dict) -> None:
+    manager.exec_on(host, ["mkdir", "-p", "/root/.homelab/lock"])
+    done = manager.exec_on(host, ["sh", "-c", 'cat > /root/.homelab/lock/owner.json'],
+                           input=json.dumps(owner).encode())
+    assert done.returncode == 0
+
+
+def lock_owner(host: str) -> dict | None:
+    done = manager.exec_on(host, ["cat", "/root/.homelab/lock/owner.json"])
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def audit_events(event: str) -> list[dict]:
+    path = audit.audit_path()
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def trust_as_is(inventory: Path, monkeypatch) -> Path:
+    """A trust file beside ``inventory`` that pins it as it is: for tests that change what the
+    lab's own trust file pins (SSH settings) to exercise a check further on."""
+    from model.inventory_loader import load_inventory
+    from model.trust import TRUST_FILE_ENV, dump, pin
+
+    path = inventory.parent.parent / f"{inventory.parent.name}-trust.yaml"
+    path.write_text(dump(pin(load_inventory(inventory))))
+    monkeypatch.setenv(TRUST_FILE_ENV, str(path))
+    return path

@@ -20,6 +20,7 @@ from tests.integration.deploying import (
     on_host,
     project_container_ids,
     results,
+    trust_as_is,
 )
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]
@@ -123,7 +124,7 @@ async def test_preflight_aborts_before_any_change_when_sshd_is_down(clean_lab: P
     assert {(h, s): current_release(h, s) for h, s in releases} == releases
 
 
-async def test_changed_host_key_is_refused(clean_lab: Path, tmp_path: Path) -> None:
+async def test_changed_host_key_is_refused(clean_lab: Path, tmp_path: Path, monkeypatch) -> None:
     # A copy of the lab inventory whose known_hosts pins a different key for thinkpad.
     inventory = tmp_path / "homelab.yaml"
     shutil.copytree(clean_lab.parent / "stacks", tmp_path / "stacks")
@@ -137,6 +138,7 @@ async def test_changed_host_key_is_refused(clean_lab: Path, tmp_path: Path) -> N
     (tmp_path / "known_hosts").write_text("\n".join(forged) + "\n")
     inventory.write_text(clean_lab.read_text().replace(str(topology.known_hosts_path()),
                                                        str(tmp_path / "known_hosts")))
+    trust_as_is(inventory, monkeypatch)  # the lab's trust file would refuse the new known_hosts first
 
     state, error = await deploy(inventory)
     assert state.is_failed()

@@ -19,28 +19,20 @@ import pytest
 from lab import manager
 from tasks.engine import audit
 from tasks.engine.locks import LockHeld
-from tests.integration.deploying import current_release, deploy, on_host, results, stack_health
+from tasks.host_commands.lock import LockOwner
+from tests.integration.deploying import (
+    audit_events,
+    current_release,
+    deploy,
+    lock_owner,
+    on_host,
+    place_lock,
+    results,
+    stack_health,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def place_lock(host: str, owner: dict) -> None:
-    manager.exec_on(host, ["mkdir", "-p", "/root/.homelab/lock"])
-    done = manager.exec_on(host, ["sh", "-c", 'cat > /root/.homelab/lock/owner.json'],
-                           input=json.dumps(owner).encode())
-    assert done.returncode == 0
-
-
-def lock_owner(host: str) -> dict | None:
-    done = manager.exec_on(host, ["cat", "/root/.homelab/lock/owner.json"])
-    return json.loads(done.stdout) if done.returncode == 0 else None
-
-
-def audit_events(event: str) -> list[dict]:
-    path = audit.audit_path()
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [r for r in map(json.loads, lines) if r["event"] == event]
 
 
 async def flow_run_in(state_name: str = "Running") -> str:
@@ -93,7 +85,8 @@ def _dead_pid() -> int:
 ])
 async def test_a_stale_lock_is_broken_with_an_audit_record(clean_lab: Path, case: str, why: str) -> None:
     if case.startswith("this machine"):
-        owner = {"flow_run_id": str(uuid.uuid4()), "host": socket.gethostname(), "pid": _dead_pid()}
+        # as this orchestrator writes it: machine id, boot and pid namespace are ours, the pid is not
+        owner = _our_owner(str(uuid.uuid4())) | {"pid": _dead_pid()}
     else:
         owner = {"flow_run_id": await flow_run_in("Completed"), "host": "elsewhere", "pid": 1}
     place_lock("vps", owner | {"user": "bob", "started_at": "2026-11-26T22:00:00+00:00", "commit": None})
@@ -102,6 +95,42 @@ async def test_a_stale_lock_is_broken_with_an_audit_record(clean_lab: Path, case
     broken = [r for r in audit_events("lock.broken") if r["owner"]["flow_run_id"] == owner["flow_run_id"]]
     assert broken and why in broken[0]["reason"]
     assert lock_owner("vps") is None  # released at the end
+    assert audit.verify() == []
+
+
+def _our_owner(flow_run_id: str) -> dict:
+    """An owner file exactly as a deploy from this test process writes it (live pid, our machine)."""
+    return json.loads(LockOwner.for_run(flow_run_id, None).to_json())
+
+
+@pytest.mark.parametrize("case", ["a live pid of ours", "a clone: our hostname, another machine id"])
+async def test_a_lock_with_our_hostname_and_a_live_owner_is_not_broken(clean_lab: Path, case: str) -> None:
+    """Same hostname is not same machine (cloned VMs, host-network containers): a pid is judged
+    only with the machine id, boot id and start time. The flow run is unknown to Prefect, which
+    proves nothing either."""
+    owner = _our_owner(str(uuid.uuid4()))
+    if case.startswith("a clone"):
+        owner |= {"machine_id": "f" * 32, "pid": _dead_pid()}  # its pid is alive over there
+    assert owner["host"] == socket.gethostname()
+    place_lock("thinkpad", owner)
+    state, error = await deploy(clean_lab, ref="v1", lock_wait_s=3)
+    assert state.is_failed()
+    assert isinstance(error, LockHeld) and owner["flow_run_id"] in str(error)
+    assert lock_owner("thinkpad") == owner  # untouched
+    assert not [r for r in audit_events("lock.broken") if r["owner"]["flow_run_id"] == owner["flow_run_id"]]
+
+
+def test_unlock_shows_the_owner_and_removes_that_lock(clean_lab: Path) -> None:
+    owner = _our_owner(str(uuid.uuid4()))
+    place_lock("vps", owner)
+    done = _cli("unlock", "-i", str(clean_lab), "--host", "vps", stdin=subprocess.DEVNULL)
+    out, err = done.communicate(timeout=120)
+    assert done.returncode == 0, err[-3000:]
+    assert f"vps: deploy lock held by flow run {owner['flow_run_id']}" in out
+    assert "vps: lock removed" in out
+    assert lock_owner("vps") is None
+    forced = [r for r in audit_events("lock.forced") if (r["owner"] or {}).get("flow_run_id") == owner["flow_run_id"]]
+    assert len(forced) == 1 and len(forced[0]["owner_sha256"]) == 64
     assert audit.verify() == []
 
 

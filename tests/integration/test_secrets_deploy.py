@@ -9,7 +9,7 @@ import pytest
 
 from lab import manager
 from tasks.integrations.vault.errors import SecretsError
-from tests.integration.deploying import container_ids, deploy, on_host, results
+from tests.integration.deploying import audit_events, container_ids, deploy, on_host, place_lock, results
 from tests.integration.secretlab import canary, container_env, homelab, lab_copy
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]
@@ -135,5 +135,27 @@ async def test_a_rotation_whose_redeploy_fails_rolls_back_to_the_old_value(clean
     assert all(s["rollback"].startswith("restored release") for s in report["stacks"])
     for host in ("vps", "thinkpad"):  # back on the old value, healthy
         assert container_env(host, "jjeco-light")["JJECO_API_KEY"] == old
-    assert openbao.get(f"{prefix}/homelab/jjeco")[1] == 2  # Vault keeps the new version...
-    assert openbao.get(f"{prefix}/homelab/jjeco", version=1)[0]["JJECO_API_KEY"] == old  # ...and the old one
+    # Vault holds the old value again (version 3, written with check-and-set against 2), so the
+    # hourly sync cannot bring the value that failed back to the hosts
+    data, version = openbao.get(f"{prefix}/homelab/jjeco")
+    assert (data["JJECO_API_KEY"], version) == (old, 3)
+    assert report["rotated"] == {"path": f"{prefix}/homelab/jjeco", "key": "JJECO_API_KEY", "from_version": 1,
+                                 "to_version": 2, "reverted_version": 3}
+    reverted = audit_events("secret.rotation_reverted")[-1]
+    assert (reverted["rotated_version"], reverted["to_version"]) == (2, 3)
+    assert old not in json.dumps(reverted)
+    assert homelab("secrets", "check", "-i", str(inventory)).returncode == 0  # hosts and Vault agree
+
+
+async def test_a_rotation_takes_the_locks_before_it_writes_vault(clean_lab, tmp_path, vault, openbao):
+    prefix = vault["_prefix"]
+    inventory = lab_copy(clean_lab, tmp_path, "v1", prefix)
+    await deploy(inventory)
+    place_lock("thinkpad", {"flow_run_id": str(uuid.uuid4()), "user": "someone", "host": "elsewhere", "pid": 1,
+                            "started_at": "2026-12-04T00:00:00Z", "commit": None})
+    role_id, secret_id = openbao.approle([f"{prefix}/homelab/jjeco"], capabilities=("read", "create", "update"))
+    done = homelab("secrets", "rotate", f"{prefix}/homelab/jjeco", "JJECO_API_KEY", "-i", str(inventory),
+                   "--lock-wait", "1", env=openbao.env(role_id, secret_id))
+    assert done.returncode == 5, done.stderr[-2000:]
+    assert "someone" in done.stderr
+    assert openbao.get(f"{prefix}/homelab/jjeco")[1] == 1  # nothing written while a host was busy

@@ -32,3 +32,10 @@ def fake_bin(tmp_path: Path):
 
     install.env = env  # type: ignore[attr-defined]
     return install
+
+
+@pytest.fixture(autouse=True)
+def no_trust_file(tmp_path_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit inventories name made-up hosts: no trust file applies unless a test writes one."""
+    monkeypatch.setenv("HOMELAB_TRUST_FILE", str(tmp_path_factory.getbasetemp() / "no-trust.yaml"))
+    monkeypatch.delenv("HOMELAB_REQUIRE_TRUST", raising=False)

@@ -25,6 +25,12 @@ def generated_inventory(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def lab_trust(generated_inventory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loads here are checked against the generated lab's own trust file."""
+    monkeypatch.setenv("HOMELAB_TRUST_FILE", str(generated_inventory.parents[1] / "trust.yaml"))
+
+
 def test_lab_inventory_mirrors_the_real_one(generated_inventory):
     real, lab = load_inventory(REAL), load_inventory(generated_inventory)
     assert list(lab.hosts) == list(real.hosts)

@@ -163,3 +163,16 @@ def test_a_moved_tag_is_an_update_naming_both_image_ids():
     assert moved.reason == "image web:1 sha256:ab12ab12ab12\u2026 \u2192 sha256:cd34cd34cd34\u2026"
     same = make_plan(state, {"alpha": healthy}, fresh_images={"alpha": {"web:1": old}}).changes[0]
     assert same.action == "unchanged"
+
+
+def test_a_placement_to_redeploy_is_an_update_even_when_current():
+    state = desired(stack("web", "base", ("alpha", "beta")))
+    current = facts({"web": release("web")}, (container("web"),))
+    plan = make_plan(state, {"alpha": current, "beta": current},
+                     redeploy={("alpha", "web"): ".env.secrets differs from Vault"})
+    assert [(c.host, c.action, c.reason) for c in plan.changes] == [
+        ("alpha", "update", ".env.secrets differs from Vault"),
+        ("beta", "unchanged", "release R1 is current and healthy")]
+    changed = make_plan(state, {"alpha": facts({"web": release("web", config="sha256:old")}, (container("web"),)),
+                                "beta": current}, redeploy={("alpha", "web"): "drifted"}).changes[0]
+    assert changed.action == "update" and changed.reason.endswith("; drifted")
