@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from unitsupport import git, write_tree
+from unitsupport import ONE_STACK_INVENTORY, git, write_tree
 
 from deployments.cli import app
 from model.desired import load_desired_state
@@ -21,15 +21,7 @@ INVENTORY = """
 ssh:
   known_hosts: /etc/homelab/known_hosts
   identity: /etc/homelab/id_ed25519
-hosts:
-  alpha:
-    address: 10.0.0.1
-phases:
-  base:
-    stacks:
-      web:
-        hosts: [alpha]
-        secrets:
+""" + ONE_STACK_INVENTORY + """        secrets:
           - path: homelab/web
             keys: [TOKEN]
 """
