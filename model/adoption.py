@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import yaml
+from model.yamlpos import YamlSyntaxError, load_with_lines
 
 SECRET_KEY = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL|PRIVATE|AUTH", re.IGNORECASE)
 
@@ -44,8 +44,10 @@ def referenced_files(compose_text: str) -> tuple[list[str], list[str]]:
     ``configs:``/``secrets:`` files), and which of them are env files. Named volumes and
     absolute paths are not the stack's."""
     try:
-        doc = yaml.safe_load(compose_text) or {}
-    except yaml.YAMLError:
+        doc = load_with_lines(compose_text).data or {}  # a host's file: aliases are bounded there
+    except YamlSyntaxError:
+        return [], []
+    if not isinstance(doc, dict):
         return [], []
     found: list[object] = []
     env_files: list[object] = []

@@ -209,6 +209,10 @@ def _model_from(model: dict, spec: ComposeInput, documents: dict[str, YamlDocume
     for name in _in_written_order(services, documents):
         service = services[name]
         image = service.get("image")
+        if why := _not_an_operand(name, image):
+            file, line = _where_defined(name, spec, documents)
+            problems.append(f"{file}:{line}: services.{name}: {why}")
+            continue
         if isinstance(image, str) and image:
             images[name] = image
             continue
@@ -222,6 +226,20 @@ def _model_from(model: dict, spec: ComposeInput, documents: dict[str, YamlDocume
         raise InventoryError(problems)
     digest = "sha256:" + hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
     return ComposeModel(images=images, mounts=_mounts(model), digest=digest)
+
+
+def _not_an_operand(service: object, image: object) -> str | None:
+    """Why a service name or image reference cannot be passed to ``docker`` on a host (as
+    ``docker pull -- IMAGE``, ``compose up -- SERVICE``), or None. Compose itself accepts
+    ``-x`` for both."""
+    for what, value in (("service name", service), ("image", image)):
+        if not isinstance(value, str):
+            continue
+        if value.startswith("-"):
+            return f"{what} {value!r} starts with `-`, which docker would read as an option"
+        if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+            return f"{what} {value!r} contains a space or a control character"
+    return None
 
 
 def _in_written_order(services: dict, documents: dict[str, YamlDocument]) -> list[str]:
@@ -265,12 +283,18 @@ def _mounts(model: dict) -> dict[str, tuple[str, ...]]:
 def _raw_model(spec: ComposeInput, documents: dict[str, YamlDocument]) -> ComposeModel:
     """Without compose: services and images as written, merged over the files in order."""
     images: dict[str, str] = {}
+    refused: list[str] = []
     for doc in documents.values():
         for name, service in ((doc.data or {}).get("services") or {}).items():
-            if isinstance(service, dict) and isinstance(service.get("image"), str):
+            if why := _not_an_operand(str(name), service.get("image") if isinstance(service, dict) else None):
+                file, line = _where_defined(str(name), spec, documents)
+                refused.append(f"{file}:{line}: services.{name}: {why}")
+            elif isinstance(service, dict) and isinstance(service.get("image"), str):
                 images[str(name)] = service["image"]
             else:
                 images.setdefault(str(name), "")
+    if refused:
+        raise InventoryError(refused)
     missing = [name for name, image in images.items() if not image]
     if missing:
         problems = []

@@ -22,6 +22,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def host_path(value: str | None, what: str = "path") -> str | None:
+    """A path used on a host as a command operand: never empty, never an option (``-x``),
+    never split by a line break."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ValueError(f"{what} must not be empty")
+    if value.startswith("-"):
+        raise ValueError(f"{what} {value!r} starts with `-`, which a command on the host would read as an "
+                         f"option; write ./{value} or an absolute path")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"{what} {value!r} contains a control character (line break, tab, ...)")
+    return value
+
+
 class SshSettings(_Strict):
     known_hosts: str = "~/.ssh/known_hosts"
     identity: str = "~/.ssh/id_ed25519"
@@ -35,6 +50,11 @@ class Defaults(_Strict):
     health_timeout_s: float = Field(120, gt=0)
     min_free_disk_mb: int = Field(1024, ge=0)
     state_dir: str = Field(".homelab", description="relative paths are under the deploy user's home")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str) -> str:
+        return host_path(value, "state_dir") or value
 
 
 class ProxmoxVm(_Strict):
@@ -64,6 +84,11 @@ class Host(_Strict):
     min_free_disk_mb: int | None = Field(None, ge=0)
     state_dir: str | None = None
     proxmox: ProxmoxVm | None = None
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str | None) -> str | None:
+        return host_path(value, "state_dir")
 
 
 class HealthCheck(_Strict):
@@ -133,7 +158,7 @@ class StackSecret(_Strict):
     @field_validator("keys")
     @classmethod
     def _env_names(cls, keys: list[str]) -> list[str]:
-        bad = [k for k in keys if not re.match(ENV_NAME, k)]
+        bad = [k for k in keys if not re.fullmatch(ENV_NAME, k)]
         if bad:
             raise ValueError(f"not environment variable names: {', '.join(bad)}")
         return keys
@@ -201,10 +226,15 @@ class Stack(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in env if not re.match(ENV_NAME, k)]
+        bad = [k for k in env if not re.fullmatch(ENV_NAME, k)]
         if bad:
             raise ValueError(f"not environment variable names: {', '.join(bad)}")
         return env
+
+    @field_validator("project_dir")
+    @classmethod
+    def _project_dir(cls, value: str | None) -> str | None:
+        return host_path(value, "project_dir")
 
     def folder(self, stack_name: str) -> str:
         return (self.dir or f"stacks/{stack_name}").rstrip("/")

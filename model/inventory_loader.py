@@ -62,12 +62,12 @@ def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
     """Cross-field rules pydantic cannot express: names, references, cycles, files."""
     found: list[tuple[Path_, str]] = []
     for host in inv.hosts:
-        if not re.match(NAME, host):
+        if not re.fullmatch(NAME, host):
             found.append((("hosts", host), f"host name {host!r} must match {NAME}"))
     seen_stacks: dict[str, str] = {}
     for phase_name, phase in inv.phases.items():
         at = ("phases", phase_name)
-        if not re.match(NAME, phase_name):
+        if not re.fullmatch(NAME, phase_name):
             found.append((at, f"phase name {phase_name!r} must match {NAME}"))
         for index, dep in enumerate(phase.depends_on):
             if dep not in inv.phases:
@@ -78,7 +78,7 @@ def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
                 found.append(((*at, "depends_on", index), "a phase cannot depend on itself"))
         for stack_name, stack in phase.stacks.items():
             where = (*at, "stacks", stack_name)
-            if not re.match(NAME, stack_name):
+            if not re.fullmatch(NAME, stack_name):
                 found.append((where, f"stack name {stack_name!r} must match {NAME}"))
             if stack_name in seen_stacks:
                 found.append((where, f"duplicate stack: already in phase {seen_stacks[stack_name]!r}"))

@@ -51,12 +51,13 @@ def open_source(inventory: Path, ref: str | None = None) -> Iterator[SourceTree]
     relative = inventory.relative_to(root.resolve()) if inventory.is_relative_to(root.resolve()) \
         else inventory.resolve().relative_to(root.resolve())
     with tempfile.TemporaryDirectory(prefix="homelab-ref-") as tmp:
-        _extract(root, commit, relative.parent, Path(tmp))
+        _extract(root, commit, relative.parent, Path(tmp), ref)
         yield SourceTree(Path(tmp) / relative, f"{relative}@{ref}", commit)
 
 
-def _extract(root: Path, commit: str, subdir: Path, target: Path) -> None:
-    """Write the files under ``subdir`` at ``commit`` into ``target`` (same relative layout)."""
+def _extract(root: Path, commit: str, subdir: Path, target: Path, ref: str | None = None) -> None:
+    """Write the files under ``subdir`` at ``commit`` into ``target`` (same relative layout).
+    A symlink that leaves ``subdir`` (absolute, or through ``..``) is refused, as in a worktree."""
     spec = [f"{commit}:{subdir}"] if str(subdir) != "." else [commit]
     archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", *spec],
                              capture_output=True, check=False)
@@ -68,7 +69,22 @@ def _extract(root: Path, commit: str, subdir: Path, target: Path) -> None:
         buffer.write(archive.stdout)
         buffer.seek(0)
         with tarfile.open(fileobj=buffer) as tar:
-            tar.extractall(destination, filter="data")
+            try:
+                tar.extractall(destination, filter="data")
+            except tarfile.FilterError as exc:
+                raise SourceError(_refused_member(exc, ref or commit[:12])) from exc
+            except tarfile.TarError as exc:
+                raise SourceError(f"{subdir}@{ref or commit[:12]}: cannot read the files from git: {exc}") from exc
+
+
+def _refused_member(exc: tarfile.FilterError, at: str) -> str:
+    """Why one file of ``git archive`` was not written, named as users name it (``path@ref``)."""
+    member = exc.tarinfo
+    where = f"{member.name}@{at}"
+    if isinstance(exc, (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError)):
+        return (f"{where}: a symlink to {member.linkname}, outside the config repo (copy the file into the "
+                "repo, or link to a file inside it)")
+    return f"{where}: refused when reading the commit ({exc}); remove it from the config repo"
 
 
 def _worktree_commit(root: Path | None, directory: Path) -> str | None:

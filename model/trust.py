@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.errors import InventoryError, SourceError
 from model.inventory import Inventory
+from model.yamlpos import YamlSyntaxError, load_with_lines
 
 TRUST_FILE_ENV = "HOMELAB_TRUST_FILE"
 REQUIRE_TRUST_ENV = "HOMELAB_REQUIRE_TRUST"  # set by `homelab serve` for the runs it executes
@@ -84,9 +85,8 @@ def load_trust(path: Path | None = None) -> TrustFile | None:
     if not path.exists():
         return None
     try:
-        data = yaml.safe_load(path.read_text())  # an operator's file, not a ref's
-        return TrustFile.model_validate(data)
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return TrustFile.model_validate(load_with_lines(path.read_text()).data)
+    except (OSError, YamlSyntaxError, ValidationError) as exc:
         raise TrustRefused(f"trust file {path} is unreadable or invalid: {_short(exc)}") from None
 
 

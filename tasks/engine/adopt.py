@@ -14,6 +14,7 @@ from model.adoption import AdoptedProject, adopt, referenced_files
 from model.desired import DesiredState
 from model.errors import HomelabError, UsageError
 from model.inventory import NAME
+from model.yamlpos import YamlSyntaxError, load_with_lines
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.host_commands.adopt import list_projects, parse_project_files, parse_projects, read_project
 
@@ -45,7 +46,10 @@ async def import_projects(desired: DesiredState, host: str, projects: list[str] 
     fragment = {"phases": {"adopted": {"stacks": {}}}}
     target = into / FRAGMENT
     if target.exists():
-        fragment = yaml.safe_load(target.read_text()) or fragment
+        try:
+            fragment = load_with_lines(target.read_text()).data or fragment
+        except YamlSyntaxError as exc:
+            raise UsageError(f"{target}:{exc.line or 1}: {exc}; fix the file, or move it away and run again") from exc
     stacks = fragment.setdefault("phases", {}).setdefault("adopted", {}).setdefault("stacks", {})
     for item in done:
         stacks[item.stack] = item.entry
@@ -55,7 +59,7 @@ async def import_projects(desired: DesiredState, host: str, projects: list[str] 
 
 
 async def _import_one(pool: HostPool, host: str, name: str, config_files: tuple[str, ...], into: Path) -> Imported:
-    if not re.match(NAME, name):
+    if not re.fullmatch(NAME, name):
         raise UsageError(f"project {name!r} is not a valid stack name ({NAME})")
     folder = into / "stacks" / name
     if folder.exists():

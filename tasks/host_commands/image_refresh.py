@@ -15,8 +15,8 @@ from tasks.host_commands.shell import sh
 # Per reference: "@@image <ref>", then "id <image id or ->", then "pull-error <text>" if any.
 REFRESH = r"""for ref in "$@"; do
   echo "@@image $ref"
-  if ! out=$(docker pull -q "$ref" 2>&1 >/dev/null); then printf 'pull-error %s\n' "$(echo "$out" | tail -n 1)"; fi
-  printf 'id %s\n' "$(docker image inspect --format '{{.Id}}' "$ref" 2>/dev/null || echo -)"
+  if ! out=$(docker pull -q -- "$ref" 2>&1 >/dev/null); then printf 'pull-error %s\n' "$(echo "$out" | tail -n 1)"; fi
+  printf 'id %s\n' "$(docker image inspect --format '{{.Id}}' -- "$ref" 2>/dev/null || echo -)"
 done"""
 
 

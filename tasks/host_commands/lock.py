@@ -21,7 +21,7 @@ from model.releases import utc_now
 from tasks.host_commands.layout import LOCK, LOCK_OWNER, lock_dir
 from tasks.host_commands.shell import script, sh
 
-TAKE_LOCK = script('mkdir -p "$1" && { take_lock "$1" "$2" || lock_owner "$1"; }', "take_lock", "lock_owner")
+TAKE_LOCK = script('mkdir -p -- "$1" && { take_lock "$1" "$2" || lock_owner "$1"; }', "take_lock", "lock_owner")
 RELEASE_LOCK = (f'grep -qF "\\"flow_run_id\\": \\"$2\\"" "$1/{LOCK_OWNER}" 2>/dev/null && '
                 f'rm -rf -- "$1/{LOCK}"; true')
 # prints nothing (exit 1) when the lock is free; else its owner file's digest, then the file

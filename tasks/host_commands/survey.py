@@ -25,7 +25,7 @@ section engine
 if ids=$(docker ps -aq --filter label=com.docker.compose.project 2>&1); then echo ok; else
   printf '%s\n@@failed 1\n' "$ids"; ids=""; fi
 section disk
-mkdir -p "$state" 2>&1 && df -Pk "$state" 2>&1 || echo "@@failed $?"
+mkdir -p -- "$state" 2>&1 && df -Pk -- "$state" 2>&1 || echo "@@failed $?"
 section releases
 for cur in "$state"/{RELEASES}/*/{CURRENT}; do
   [ -f "$cur" ] || continue

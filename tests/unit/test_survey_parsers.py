@@ -357,12 +357,12 @@ def test_refresh_images_reads_ids_and_pull_failures_from_a_real_sh(fake_bin):
     from tasks.host_commands.image_refresh import RefreshedImage, parse_refresh, refresh_images
 
     env = fake_bin("docker", """
-        case "$1 $3" in
+        case "$1 $4" in
           "pull ok:1") exit 0 ;;
           "pull local:1"|"pull gone:1") echo "Trying to pull..." >&2; echo "connection refused" >&2; exit 125 ;;
         esac
-        [ "$5" = gone:1 ] && exit 1
-        echo "sha256:id-of-$5"
+        [ "$6" = gone:1 ] && exit 1
+        echo "sha256:id-of-$6"
         """)
     done = subprocess.run(refresh_images(["ok:1", "local:1", "gone:1"]), capture_output=True, text=True, env=env,
                           check=True)
