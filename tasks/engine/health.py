@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from model.inventory import HealthCheck
+from tasks.engine.netpolicy import resolve_allowed
 from tasks.engine.transport import SshTransport
 from tasks.host_commands.compose import compose_logs
 from tasks.host_commands.containers import Container, judge_project, parse_containers, wait_settled
@@ -45,9 +46,13 @@ class ProbeResult:
 
 
 async def probe(transport: SshTransport, check: HealthCheck) -> ProbeResult:
+    """One probe from the host. Its target is checked against HOMELAB_ALLOWED_NETWORKS first (a
+    name: every address it resolves to here), and the probe goes to the address checked; a target
+    outside raises AddressNotAllowed, which fails the stack at once."""
     host, port = check.endpoint()
+    target = await resolve_allowed(f"{transport.name}: health probe {check.describe()}", host)
     try:
-        reader, writer = await transport.open_tcp(host, port, check.timeout_s)
+        reader, writer = await transport.open_tcp(target, port, check.timeout_s)
     except Exception as exc:
         return ProbeResult(False, f"{check.describe()}: cannot connect to {host}:{port} "
                                   f"from {transport.name}: {exc or type(exc).__name__}")
@@ -57,7 +62,8 @@ async def probe(transport: SshTransport, check: HealthCheck) -> ProbeResult:
         writer.write(http_request(check.http or ""))
         data = await asyncio.wait_for(reader.read(65536), timeout=check.timeout_s)
         status = parse_status_line(data)
-        body = data.partition(b"\r\n\r\n")[2][:300].decode(errors="replace").strip()
+        # masked before it is cut: a cut through a secret would leave a part that no longer matches
+        body = transport.masker.mask(data.partition(b"\r\n\r\n")[2].decode(errors="replace")).strip()[:300]
         if status == check.expect_status:
             return ProbeResult(True, f"{check.describe()}: {status}")
         return ProbeResult(False, f"{check.describe()}: got {status or 'no HTTP answer'}, "
@@ -89,15 +95,16 @@ async def wait_healthy(transport: SshTransport, stack: str, services: tuple[str,
                                      timeout=remaining + 30)
         containers = parse_containers(result.stdout)
         judged = judge_project(services, containers, require_containers)
-        reason = judged.reason
-        output = "\n".join(f"{c.name}: {c.health_output}" for c in containers if c.health_output)
+        reason = transport.masker.mask(judged.reason)
+        output = transport.masker.mask("\n".join(f"{c.name}: {c.health_output}" for c in containers
+                                                  if c.health_output))
         if judged.ok:
             outcomes = [await probe(transport, check) for check in checks]
-            output = "\n".join(o.output for o in outcomes)
+            output = transport.masker.mask("\n".join(o.output for o in outcomes))
             if all(o.ok for o in outcomes):
                 return GateResult(ok=True, reason="healthy", probe_output=output, containers=containers,
                                   waited_s=time.monotonic() - started)
-            reason = "health check failed: " + "; ".join(o.output for o in outcomes if not o.ok)
+            reason = transport.masker.mask("health check failed: " + "; ".join(o.output for o in outcomes if not o.ok))
         elif judged.final:
             return GateResult(ok=False, reason=reason, probe_output=output, containers=containers,
                               waited_s=time.monotonic() - started)
@@ -108,9 +115,10 @@ async def wait_healthy(transport: SshTransport, stack: str, services: tuple[str,
 
 
 async def container_logs(transport: SshTransport, stack: str, tail: int = 50) -> str:
-    """Last lines of every container's log, for the failure report."""
+    """Last lines of every container's log, for the failure report; masked, never raw."""
     try:
         result = await transport.run(compose_logs(stack, tail), check=False, timeout=30)
     except Exception as exc:
-        return f"(could not read logs: {exc})"
-    return (result.stdout + result.stderr).strip()[-8000:]
+        return transport.masker.mask(f"(could not read logs: {exc})")
+    # masked before it is cut: a cut through a secret would leave a part that no longer matches
+    return transport.masker.mask((result.stdout + result.stderr).strip())[-8000:]

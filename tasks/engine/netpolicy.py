@@ -1,53 +1,44 @@
 """Which addresses the orchestrator may connect to: ``HOMELAB_ALLOWED_NETWORKS``.
 
-When set (comma-separated CIDRs), it is checked before any packet is sent, so a misconfigured
-test can never reach a real host.
+Unset: no limit; set but empty: nothing allowed. It is checked before any packet is sent, so a
+misconfigured test can never reach a real host. The rule itself (parse, check, the blocking
+resolver of the HTTP clients) is in ``tasks/integrations/netpolicy.py``; this is the async
+resolver of the SSH transport and the health probes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
 import socket
-from collections.abc import Sequence
 
-from model.errors import AddressNotAllowed
+from model.errors import HostUnreachable
+from tasks.integrations.netpolicy import (
+    ALLOWED_NETWORKS_ENV,
+    allowed_networks,
+    check_allowed,
+    check_resolved,
+    ip_literal,
+    nothing_allowed,
+)
 
-ALLOWED_NETWORKS_ENV = "HOMELAB_ALLOWED_NETWORKS"
-
-
-def allowed_networks(env: str | None = None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
-    raw = os.environ.get(ALLOWED_NETWORKS_ENV) if env is None else env
-    if not raw:
-        return None
-    try:
-        return [ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip()]
-    except ValueError as exc:
-        raise AddressNotAllowed(f"{ALLOWED_NETWORKS_ENV} is not a list of CIDRs: {exc}") from exc
-
-
-def check_allowed(host: str, address: str, networks: Sequence | None) -> None:
-    if networks is None:
-        return
-    ip = ipaddress.ip_address(address)
-    if not any(ip in net for net in networks):
-        shown = ", ".join(str(n) for n in networks)
-        raise AddressNotAllowed(f"{host}: address {address} is outside {ALLOWED_NETWORKS_ENV} ({shown}); "
-                                "refusing to connect")
+__all__ = ["ALLOWED_NETWORKS_ENV", "allowed_networks", "check_allowed", "resolve_allowed"]
 
 
 async def resolve_allowed(host: str, address: str) -> str:
-    """The IP to connect to; raises before any connection if it is not allowed."""
+    """The IP to connect to (``address`` itself when there is no limit); raises AddressNotAllowed
+    before any connection if it, or any address a name resolves to, is not allowed."""
     networks = allowed_networks()
+    literal = ip_literal(address)
+    if literal is not None:
+        check_allowed(host, literal, networks)
+        return literal
+    if networks is None:
+        return address
+    if not networks:  # nothing is allowed: no need to ask the resolver
+        raise nothing_allowed(host, address)
     try:
-        ipaddress.ip_address(address)
-        candidates = [address]
-    except ValueError:
-        if networks is None:
-            return address
         infos = await asyncio.get_running_loop().getaddrinfo(address, None, type=socket.SOCK_STREAM)
-        candidates = list(dict.fromkeys(info[4][0] for info in infos))
-    for candidate in candidates:
-        check_allowed(host, candidate, networks)
-    return candidates[0]
+    except OSError as exc:
+        raise HostUnreachable(host, f"cannot resolve {address} (to check it against {ALLOWED_NETWORKS_ENV}): "
+                                    f"{exc}") from None
+    return check_resolved(host, address, (str(info[4][0]) for info in infos), networks)

@@ -1,5 +1,6 @@
 """Run reports: one result per (host, stack), decided at the end of the run, in one shape for
-deploy (secrets-sync and secrets-rotate are deploys too) and rollback. Every report masks secret values in what it shows.
+deploy (secrets-sync and secrets-rotate are deploys too) and rollback. Every report masks
+secret values in what it shows.
 
 A report's JSON always has ``result`` (success|failed), ``flow_run_id`` and ``stacks``; each
 kind adds its own fields (see the README's "JSON output").

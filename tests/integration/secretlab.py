@@ -27,15 +27,30 @@ def canary(tag: str) -> str:
     return f"S3CR3T-{tag}-{uuid.uuid4().hex[:12]}"
 
 
+def tricky_canary(tag: str) -> str:
+    """A canary with a double quote, backslashes and non-ASCII characters: it survives JSON and
+    repr escaping unchanged only if the masker knows those forms. (A compose env file cannot hold
+    a single quote or a line break; those go into ``NOTE``, a key no stack renders.)"""
+    return f'S3CR3T-{tag}-"q\\b\\-ü€-{uuid.uuid4().hex[:12]}'
+
+
 @pytest.fixture
-def vault(openbao, monkeypatch) -> dict[str, str]:
+def vault(openbao, monkeypatch, request) -> dict[str, str]:
     """Fresh secrets under a per-test prefix, an AppRole that may read only those paths, and
-    the VAULT_* environment pointing at it. Returns path -> canary value."""
+    the VAULT_* environment pointing at it. Returns path -> canary value.
+
+    Parametrize it indirectly with "tricky" for canaries with quotes, backslashes and non-ASCII,
+    plus a ``NOTE`` key at each path holding a line break and a single quote (returned as
+    ``path:NOTE``)."""
+    tricky = getattr(request, "param", "plain") == "tricky"
     prefix = f"t{uuid.uuid4().hex[:8]}"
     values = {}
     for stack, (path, key) in SECRET_STACKS.items():
-        values[f"{prefix}/{path}"] = canary(stack)
-        openbao.put(f"{prefix}/{path}", {key: values[f"{prefix}/{path}"], "USERNAME": "deploy-user"})
+        values[f"{prefix}/{path}"] = (tricky_canary if tricky else canary)(stack)
+        data = {key: values[f"{prefix}/{path}"], "USERNAME": "deploy-user"}
+        if tricky:
+            values[f"{prefix}/{path}:NOTE"] = data["NOTE"] = f"S3CR3T-note-{stack}\nit's \"{uuid.uuid4().hex[:12]}\""
+        openbao.put(f"{prefix}/{path}", data)
     role_id, secret_id = openbao.approle([f"{prefix}/homelab/*"])
     for name, value in openbao.env(role_id, secret_id).items():
         monkeypatch.setenv(name, value)
@@ -44,10 +59,24 @@ def vault(openbao, monkeypatch) -> dict[str, str]:
     return values
 
 
-def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str, picky: tuple[str, ...] = ()) -> Path:
+def leak_command(key: str) -> list[str]:
+    """A container command that prints the secret ``key`` to its log raw, JSON-escaped and in
+    base64, then serves as usual (``$$`` is compose's escape of ``$``)."""
+    value = f'"$${key}"'
+    script = (f'printf "leak raw: %s\\n" {value}; '
+              f'printf "leak json: {{\\"k\\":\\"%s\\"}}\\n" '
+              f'"$$(printf %s {value} | sed -e \'s/\\\\/\\\\\\\\/g\' -e \'s/"/\\\\"/g\')"; '
+              f'printf "leak b64: %s\\n" "$$(printf %s {value} | base64 | tr -d \'\\n\')"; '
+              'exec /bin/sh /lab/web.sh')
+    return ["/bin/sh", "-c", script]
+
+
+def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str, picky: tuple[str, ...] = (),
+             leaky: tuple[str, ...] = ()) -> Path:
     """The lab repo at ``tag`` with secrets declared on some stacks and referenced by env_file.
     The ``picky`` stacks are healthy only while their secret looks like a test canary, so a
-    rotation to a random value fails their health gate."""
+    rotation to a random value fails their health gate. The ``leaky`` stacks print their secret
+    to their container log (``leak_command``)."""
     copy = tmp_path / "config"
     if not copy.exists():
         subprocess.run(["git", "clone", "-q", str(clean_lab.parent), str(copy)], check=True)
@@ -62,6 +91,8 @@ def lab_copy(clean_lab: Path, tmp_path: Path, tag: str, prefix: str, picky: tupl
                 compose_file = copy / "stacks" / stack / "compose.yaml"
                 compose = yaml.safe_load(compose_file.read_text())
                 compose["services"]["web"]["env_file"] = [".env.secrets"]
+                if stack in leaky:
+                    compose["services"]["web"]["command"] = leak_command(key)
                 if stack in picky:
                     compose["services"]["web"]["healthcheck"] = {
                         "test": ["CMD-SHELL", f'case "$${key}" in S3CR3T-*) exit 0;; *) exit 1;; esac'],

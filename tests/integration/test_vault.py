@@ -98,16 +98,17 @@ def approle_reader(server: OpenBaoServer, paths: list[str], capabilities=("read"
 def test_approle_login_and_read_latest_version(openbao: OpenBaoServer, prefix: str, masker: SecretMasker):
     path = f"{prefix}/postgres"
     first, second = canary("pw1"), canary("pw2")
-    openbao.put(path, {"POSTGRES_PASSWORD": first, "POSTGRES_USER": "app"})
-    openbao.put(path, {"POSTGRES_PASSWORD": second, "POSTGRES_USER": "app", "PORT": 5432})
+    openbao.put(path, {"POSTGRES_PASSWORD": first, "POSTGRES_USER": "app-user"})
+    openbao.put(path, {"POSTGRES_PASSWORD": second, "POSTGRES_USER": "app-user", "OPTIONS": {"port": 5432}})
     reader = approle_reader(openbao, [f"{prefix}/*"])
 
     reader.login()
     data, version = reader.read(path)
 
     assert version == 2
-    assert data == {"POSTGRES_PASSWORD": second, "POSTGRES_USER": "app", "PORT": "5432"}
-    assert masker.mask(f"psql password={second} user=app port=5432") == "psql password=*** user=*** port=***"
+    assert data == {"POSTGRES_PASSWORD": second, "POSTGRES_USER": "app-user", "OPTIONS": '{"port":5432}'}
+    assert masker.mask(f"psql password={second} user=app-user options={data['OPTIONS']}") == \
+        "psql password=*** user=*** options=***"
 
 
 def test_read_logs_in_by_itself_and_renders(openbao: OpenBaoServer, prefix: str):
@@ -186,8 +187,8 @@ def test_wrong_secret_id(openbao: OpenBaoServer, prefix: str):
 
 def test_token_login_for_development(openbao: OpenBaoServer, prefix: str):
     path = f"{prefix}/dev"
-    openbao.put(path, {"V": "x1"})
-    assert VaultReader(VaultSettings(openbao.addr, token=openbao.root_token)).read(path) == ({"V": "x1"}, 1)
+    openbao.put(path, {"V": "dev-value-1"})
+    assert VaultReader(VaultSettings(openbao.addr, token=openbao.root_token)).read(path) == ({"V": "dev-value-1"}, 1)
 
     bad = canary("token")
     exc = failure(VaultReader(VaultSettings(openbao.addr, token=bad)).read, path)
@@ -363,11 +364,11 @@ def test_no_answer_times_out():
 def test_tls_is_verified(openbao_factory: Callable[..., OpenBaoServer], openbao: OpenBaoServer):
     server = openbao_factory(tls=True)
     assert server.addr.startswith("https://127.0.0.1:")
-    server.put("app/tls", {"V": "tls-ok"})
+    server.put("app/tls", {"V": "tls-verified"})
     role_id, secret_id = server.approle(["app/tls"])
     sensitive(secret_id)
     verified = VaultReader(VaultSettings(server.addr, ca_cert=server.ca_cert, role_id=role_id, secret_id=secret_id))
-    assert verified.read("app/tls") == ({"V": "tls-ok"}, 1)
+    assert verified.read("app/tls") == ({"V": "tls-verified"}, 1)
 
     exc = failure(VaultReader(VaultSettings(server.addr, role_id=role_id, secret_id=secret_id)).login)
     assert f"TLS verification of {server.addr} failed" in str(exc)

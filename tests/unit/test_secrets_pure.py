@@ -456,3 +456,46 @@ def test_random_secret():
 def test_random_secret_refuses_weak_sizes():
     with pytest.raises(ValueError, match="too weak"):
         random_secret(8)
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets too short to be masked are refused, naming path and key, never the value
+# ---------------------------------------------------------------------------------------------
+
+
+def _reader_answering(monkeypatch, data: dict) -> tuple[VaultReader, SecretMasker]:
+    masker = SecretMasker()
+    monkeypatch.setattr(secrets_module, "MASKER", masker)
+    reader = VaultReader(VaultSettings(ADDR, token=f"{CANARY}-tok"))
+    answer = {"data": {"data": data, "metadata": {"version": 3}}}
+    monkeypatch.setattr(reader, "_authed", lambda op, send: answer)
+    return reader, masker
+
+
+@pytest.mark.parametrize("short", ["Qz", "pw12345", 1234567, True])
+def test_a_value_shorter_than_8_characters_is_refused(monkeypatch, short):
+    reader, _ = _reader_answering(monkeypatch, {"LONG_ENOUGH": f"{CANARY}-ok", "PIN": short})
+    with pytest.raises(SecretsError) as caught:
+        reader.read(PG)
+    exc = caught.value
+    assert (exc.exit_code, exc.path, exc.key) == (6, PG, "PIN")
+    assert f"read secret/{PG} failed: the value of key PIN is shorter than 8 characters" in str(exc)
+    assert "next: make it at least 8 characters long" in str(exc)
+    assert json.dumps(short).strip("\"") not in str(exc).replace(PG, "")
+    assert reader._cache == {}  # nothing of it is kept
+
+
+@pytest.mark.parametrize("value", ["", "12345678", f"{CANARY}-ok"], ids=["empty", "8 characters", "long"])
+def test_empty_and_long_enough_values_are_read_and_masked(monkeypatch, value):
+    reader, masker = _reader_answering(monkeypatch, {"K": value})
+    assert reader.read(PG) == ({"K": value}, 3)
+    if value:
+        assert masker.mask(f"x {value} y") == "x *** y"
+
+
+def test_writing_a_short_value_is_refused_before_sending(monkeypatch):
+    reader, _ = _reader_answering(monkeypatch, {})
+    monkeypatch.setattr(reader, "_authed", lambda op, send: pytest.fail("sent"))
+    with pytest.raises(SecretsError, match="the value of key PIN is shorter than 8 characters") as caught:
+        reader.write_cas(PG, {"PIN": "1234", "OTHER": f"{CANARY}-long"}, cas=1)
+    assert "1234" not in str(caught.value)

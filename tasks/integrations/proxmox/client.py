@@ -26,6 +26,8 @@ import requests
 import urllib3
 from proxmoxer import ProxmoxAPI, ResourceException
 
+from model.errors import AddressNotAllowed
+from tasks.integrations.netpolicy import ALLOWED_NETWORKS_ENV, check_url_allowed
 from tasks.integrations.proxmox.errors import SnapshotError
 from tasks.integrations.proxmox.hints import hint_for, tls_hint
 from tasks.integrations.proxmox.names import PREFIX, age_key, is_ours, valid_name
@@ -90,6 +92,7 @@ class ProxmoxSnapshots:
                                token_value=settings.token_secret, verify_ssl=verify_target(settings.ca_file),
                                timeout=settings.timeout_s, path_prefix=parts.path.strip("/") or None,
                                backend="https", service="PVE")
+        self._address_allowed = False  # checked against HOMELAB_ALLOWED_NETWORKS before the first request
 
     def __repr__(self) -> str:
         return f"ProxmoxSnapshots(url={self.settings.url!r}, token_id={self.settings.token_id!r})"
@@ -220,6 +223,7 @@ class ProxmoxSnapshots:
 
     def _call(self, op: _Op, method: str, resource: Any, **params: Any) -> Any:
         """One HTTP request. Reads are retried on 5xx and dropped connections; writes are not."""
+        self._check_address(op)
         send: Callable[..., Any] = getattr(resource, method.lower())
         read = method == "GET"
         attempts = 1 + (READ_RETRIES if read else 0)
@@ -243,6 +247,19 @@ class ProxmoxSnapshots:
             except requests.RequestException as exc:
                 raise op.fail(f"request failed: {_reason(exc)}") from None
         raise AssertionError("unreachable")
+
+    def _check_address(self, op: _Op) -> None:
+        """Refuse, before the first packet, a Proxmox API whose address (or any address its name
+        resolves to) lies outside HOMELAB_ALLOWED_NETWORKS: a rollback reverts real VMs."""
+        if self._address_allowed:
+            return
+        try:
+            check_url_allowed("Proxmox", self.settings.url)
+        except AddressNotAllowed as exc:
+            raise op.fail(f"refused before connecting: {exc}",
+                          hint=f"nothing was sent; point PROXMOX_URL (or the 'Homelab Proxmox Access' block) at a "
+                               f"Proxmox inside {ALLOWED_NETWORKS_ENV}, or add its network there") from None
+        self._address_allowed = True
 
     def _backoff(self, op: _Op, attempt: int, why: str) -> None:
         log.warning("proxmox %s: %s: %s, retrying (%d/%d)", op.vm, op.action, why, attempt, READ_RETRIES)

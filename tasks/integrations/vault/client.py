@@ -28,7 +28,9 @@ import hvac
 import requests
 from hvac import exceptions as hvac_errors
 
-from model.masking import MASKER
+from model.errors import AddressNotAllowed
+from model.masking import MASKER, MIN_SECRET_LENGTH
+from tasks.integrations.netpolicy import ALLOWED_NETWORKS_ENV, check_url_allowed
 from tasks.integrations.tls import verify_target
 from tasks.integrations.vault.envfile import key_list
 from tasks.integrations.vault.errors import SecretsError
@@ -109,6 +111,7 @@ class VaultReader:
         self._client = hvac.Client(url=settings.addr.rstrip("/"), token="", verify=session.verify,
                                    timeout=settings.timeout_s, session=session)
         self._logged_in = False
+        self._address_allowed = False  # checked against HOMELAB_ALLOWED_NETWORKS before the first request
         self._lock = threading.RLock()
         self._cache: dict[str, tuple[dict[str, str], int]] = {}
 
@@ -177,6 +180,7 @@ class VaultReader:
             if not isinstance(key, str) or not isinstance(value, str):
                 raise self._fail(op, f"key {key!r} does not map to a string",
                                  hint="KV values written here must be strings", key=str(key))
+        self._refuse_short(op, data)
         MASKER.add(*data.values())
         answer = self._authed(op, lambda: self._client.secrets.kv.v2.create_or_update_secret(
             path=path, secret=data, cas=cas, mount_point=self.mount))
@@ -202,8 +206,21 @@ class VaultReader:
             raise self._fail(op, "the answer is not a KV version 2 secret",
                              hint=f"check that '{self.mount}' is a KV version 2 mount (bao secrets list -detailed)")
         values = {str(k): _as_text(v) for k, v in data.items()}
+        self._refuse_short(op, values)
         MASKER.add(*values.values())
         return values, version
+
+    def _refuse_short(self, op: _Op, values: dict[str, str]) -> None:
+        """Every value is masked wherever it shows; one shorter than MIN_SECRET_LENGTH cannot be
+        (it would blank out ordinary text), so it is refused rather than left unmasked. An empty
+        value is allowed: it has nothing to hide."""
+        for key, value in sorted(values.items()):
+            if 0 < len(value) < MIN_SECRET_LENGTH:
+                raise self._fail(op, f"the value of key {key} is shorter than {MIN_SECRET_LENGTH} characters, "
+                                     "too short to be masked in logs and reports",
+                                 hint=f"make it at least {MIN_SECRET_LENGTH} characters long (homelab secrets "
+                                      "rotate makes a random one), or keep settings that are not secret out "
+                                      "of Vault", key=key)
 
     def _authed(self, op: _Op, send: Callable[[], T]) -> T:
         """A request that needs the login. An AppRole token that is refused (403) is renewed once by
@@ -221,6 +238,7 @@ class VaultReader:
 
     def _call(self, op: _Op, send: Callable[[], T]) -> T:
         """One request; every failure becomes a SecretsError built here, never hvac's text."""
+        self._check_address(op)
         reach = reach_hint(self.settings.addr)
         try:
             return send()
@@ -243,6 +261,19 @@ class VaultReader:
                              hint="check that VAULT_ADDR points at Vault's API (no proxy page in between)") from None
         except requests.RequestException as exc:
             raise self._fail(op, f"request failed ({type(exc).__name__})", hint=reach) from None
+
+    def _check_address(self, op: _Op) -> None:
+        """Refuse, before the first packet, a Vault whose address (or any address its name resolves
+        to) lies outside HOMELAB_ALLOWED_NETWORKS."""
+        if self._address_allowed:
+            return
+        try:
+            check_url_allowed("Vault", self.settings.addr)
+        except AddressNotAllowed as exc:
+            raise self._fail(op, f"refused before connecting: {exc}",
+                             hint=f"point VAULT_ADDR (or the '{BLOCK_NAME}' block) at a Vault inside "
+                                  f"{ALLOWED_NETWORKS_ENV}, or add its network there") from None
+        self._address_allowed = True
 
     def _vault_error(self, op: _Op, exc: hvac_errors.VaultError) -> SecretsError:
         status = _STATUS.get(type(exc))
