@@ -89,7 +89,7 @@ def secrets_scrub(inventory: InventoryOption = DEFAULT_INVENTORY, as_json: JsonO
     if as_json:
         common.emit({"dry_run": dry_run, "hosts": [h.to_json() for h in hosts]})
     else:
-        verb = "left over" if dry_run else "removed"
+        verb = "found" if dry_run else "removed"
         for h in hosts:
             for item in h.leftovers:
                 print(f"{h.host}: {item.path} ({item.kind}, stack {item.stack}): {verb}")

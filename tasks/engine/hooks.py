@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from model.inventory import Hook
 from model.masking import MASKER
 from tasks.engine.host_pool import HostPool
+from tasks.engine.stack_lock import run_locked
 from tasks.host_commands.compose import ComposeProject
 from tasks.host_commands.hooks import TIMED_OUT, hook_command
 
@@ -34,7 +35,13 @@ class HookOutcome:
         return {"exit": self.exit_status, "output": self.output}
 
 
-async def run_hook(pool: HostPool, host: str, project: ComposeProject, name: str, hook: Hook) -> HookOutcome:
-    done = await pool[host].run(hook_command(project, hook), check=False, timeout=hook.timeout_s + 30)
-    output = MASKER.mask((done.stdout + done.stderr)[-OUTPUT_TAIL:])
+async def run_hook(pool: HostPool, host: str, project: ComposeProject, name: str, hook: Hook, *,
+                   state_dir: str | None = None) -> HookOutcome:
+    """With ``state_dir``, the hook runs holding the stack's lock (no compose operation meanwhile)."""
+    argv, limit = hook_command(project, hook), hook.timeout_s + 30
+    if state_dir is None:
+        done = await pool[host].run(argv, check=False, timeout=limit)
+    else:
+        done = await run_locked(pool[host], state_dir, project.name, argv, check=False, timeout=limit)
+    output = MASKER.mask(done.stdout + done.stderr)[-OUTPUT_TAIL:]  # masked, then cut: no part of a secret left
     return HookOutcome(name, done.exit_status, output, hook.timeout_s)

@@ -17,8 +17,8 @@ async def read_history(pool: HostPool, host: str, state_dir: str, stacks: list[s
 
 def rollback_target(records: list[ReleaseRecord], current: str | None, wanted: str | None) -> ReleaseRecord | None:
     """The release to return to: ``wanted`` if given, else the newest healthy one before ``current``."""
-    if wanted:
-        return next((r for r in records if r.id == wanted), None)
+    if wanted:  # a release of a stack pruned from the host has no files left to return to
+        return next((r for r in records if r.id == wanted and r.status != "removed"), None)
     older = [r for r in records if current is None or r.id < current]
     return next((r for r in older if r.status in ("active", "rolled-back")), None)
 

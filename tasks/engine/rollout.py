@@ -185,7 +185,8 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
                     return StackResult(phase=change.phase, host=change.host, stack=change.stack, action="unchanged",
                                        result="unchanged", reason=change.reason, release=change.current_release)
                 if change.phase == ORPHANS:
-                    return await retire_stack(run.pool, run.desired, change, prune=run.prune)
+                    return await retire_stack(run.pool, run.desired, change, prune=run.prune,
+                                              record=run.surveys[change.host].releases.get(change.stack))
                 deploy = Held(lambda: deploy_stack(stack_run, change))
                 held.append(deploy)
                 try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from model.desired import DesiredStack, DesiredState
 from model.errors import HomelabError
+from model.masking import MASKER
 from model.releases import ReleaseRecord, new_release_id, utc_now
 from tasks.engine import progress
 from tasks.engine.health import container_logs
@@ -22,10 +23,11 @@ from tasks.engine.host_pool import HostPool
 from tasks.engine.plan import Change
 from tasks.engine.release_payload import payload, to_recreate
 from tasks.engine.report import StackResult
+from tasks.engine.stack_lock import run_locked
 from tasks.engine.step_set import Steps
 from tasks.engine.undo import RollbackJournal, StackUndo
-from tasks.host_commands.compose import ComposeProject, compose_down, release_project
-from tasks.host_commands.layout import current_file
+from tasks.host_commands.compose import ComposeProject, compose_down, project_dir, release_project
+from tasks.host_commands.leftovers import retire_stack_files
 from tasks.host_commands.survey import HostSurvey
 
 
@@ -120,7 +122,8 @@ async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: R
 
     async def hook(name: str, where: ComposeProject) -> str | None:
         step(name)
-        outcomes[name] = outcome = await steps.hook(run.pool, host, where, name, getattr(hooks, name))
+        outcomes[name] = outcome = await steps.hook(run.pool, host, where, name, getattr(hooks, name),
+                                                    state_dir=state_dir)
         return None if outcome.ok else f"{outcome.describe()}: {outcome.output.strip()[-800:]}"
 
     try:
@@ -140,13 +143,16 @@ async def _attempt(run: StackRun, change: Change, stack: DesiredStack, record: R
         gate = await steps.health_gate(run.pool, host, stack.name, stack.services, spec.health.checks,
                                        inv.health_timeout_s(stack.name), spec.health.containers)
     except Exception as exc:
-        return _Attempt(str(exc) or type(exc).__name__, None, images, armed, outcomes)
+        return _Attempt(MASKER.mask(str(exc)) or type(exc).__name__, None, images, armed, outcomes)
     error = None if gate.ok else f"health gate failed: {gate.reason}"
     return _Attempt(error, gate.probe_output or None, images, armed, outcomes)
 
 
-async def retire_stack(pool: HostPool, desired: DesiredState, change: Change, *, prune: bool) -> StackResult:
-    """An orphan (no longer placed on this host): taken down with ``--prune``, else kept."""
+async def retire_stack(pool: HostPool, desired: DesiredState, change: Change, *, prune: bool,
+                       record: ReleaseRecord | None = None) -> StackResult:
+    """An orphan (no longer placed on this host): with ``--prune`` taken down, and no file of it
+    holding a secret is left (``record``, its current release, names its project directory);
+    else kept."""
     fields = dict(phase=change.phase, host=change.host, stack=change.stack, action="remove",
                   release=change.current_release)
     if not prune:
@@ -154,9 +160,11 @@ async def retire_stack(pool: HostPool, desired: DesiredState, change: Change, *,
     started = time.monotonic()
     transport = pool[change.host]
     error = None
+    state_dir = desired.inventory.state_dir(change.host)
+    folder = project_dir(state_dir, change.stack, record.project_dir if record else None)
     try:
-        await transport.run(compose_down(change.stack))
-        await transport.run(["rm", "-f", "--", current_file(desired.inventory.state_dir(change.host), change.stack)])
+        await run_locked(transport, state_dir, change.stack,
+                         retire_stack_files(state_dir, change.stack, folder, compose_down(change.stack)))
     except HomelabError as exc:
         error = str(exc)
     return StackResult(**fields, result="failed" if error else "removed", reason=change.reason, error=error,

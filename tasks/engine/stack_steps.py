@@ -12,6 +12,7 @@ from model.releases import ReleaseRecord
 from tasks.engine.health import GateResult, wait_healthy
 from tasks.engine.host_pool import HostPool
 from tasks.engine.release_payload import Payload
+from tasks.engine.stack_lock import run_locked
 from tasks.host_commands.compose import ComposeProject, compose_recreate, image_ids, pull_images
 from tasks.host_commands.layout import release_dir
 from tasks.host_commands.release_files import commit_release, stage_release, start_release
@@ -25,8 +26,8 @@ async def stage(pool: HostPool, host: str, state_dir: str, stack: str, release: 
     transport = pool[host]
     refs = list(dict.fromkeys(images.values()))
     where = release_dir(state_dir, stack, release)
-    found = await transport.run(stage_release(where, upload.base, upload.dropped, refs), input=upload.tar,
-                                check=False)
+    found = await run_locked(transport, state_dir, stack, stage_release(where, upload.base, upload.dropped, refs),
+                             input=upload.tar, check=False)
     if found.exit_status == 97:
         raise RemoteCommandError(host, f"upload of {where}", 97, found.stderr)
     if pull == "always" or (not found.ok and pull == "missing"):
@@ -43,9 +44,10 @@ async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: 
                 recreate: list[str] | None = None) -> None:
     """Mark the stack pending, install its files and env files, bring the release up, and
     recreate the services whose mounted files changed (compose alone would not)."""
-    await pool[host].run(start_release(state_dir, stack, release, marker, project, dropped or [], env_files or []))
+    await run_locked(pool[host], state_dir, stack,
+                     start_release(state_dir, stack, release, marker, project, dropped or [], env_files or []))
     if recreate:
-        await pool[host].run(compose_recreate(project, recreate))
+        await run_locked(pool[host], state_dir, stack, compose_recreate(project, recreate))
 
 
 async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str, ...],
@@ -55,7 +57,7 @@ async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str
 
 async def record_release(pool: HostPool, state_dir: str, record: ReleaseRecord, keep: int,
                          previous: str | None) -> None:
-    await pool[record.host].run(
-        commit_release(state_dir, record.stack, record.id, keep, activate=record.status == "active",
-                       protect=previous),
-        input=record.to_json())
+    await run_locked(pool[record.host], state_dir, record.stack,
+                     commit_release(state_dir, record.stack, record.id, keep, activate=record.status == "active",
+                                    protect=previous),
+                     input=record.to_json())

@@ -23,6 +23,7 @@ from model.errors import HostKeyRejected, HostUnreachable, RemoteCommandError, R
 from model.masking import MASKER, SecretMasker
 from tasks.engine.busy_clock import BusyClock
 from tasks.engine.netpolicy import resolve_allowed
+from tasks.host_commands.guards import KILL_GRACE_S, timed_out, with_timeout
 from tasks.host_commands.release_files import upload_file
 
 
@@ -64,6 +65,9 @@ class SshTarget:
     command_timeout_s: float = 300
 
 
+LOCAL_MARGIN_S = 5  # the local wait's slack beyond the host's limit and kill grace
+
+
 class SshTransport:
     """One SSH connection to one host. Not thread-safe; lives on one event loop."""
 
@@ -100,6 +104,9 @@ class SshTransport:
                 client_keys=[str(t.identity)], agent_path=None, config=None,
                 connect_timeout=t.connect_timeout_s, keepalive_interval=15, keepalive_count_max=3,
                 preferred_auth="publickey",
+                # no X.509 host certificates: a CA bundle found on disk (~/.ssh/ca-bundle.crt) must not
+                # widen trust beyond the keys pinned in known_hosts
+                x509_trusted_certs=None,
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyRejected(t.name, f"host key for {address}:{t.port} is unknown or changed "
@@ -116,15 +123,17 @@ class SshTransport:
     async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
                   check: bool = True, quiet: bool = False) -> CommandResult:
         """Run ``argv`` on the host. The single choke point for remote commands."""
-        command = shlex.join(argv)
-        shown = self.masker.mask(command)
+        shown = self.masker.mask(shlex.join(argv))
         limit = timeout or self.target.command_timeout_s
+        # the host ends the command at the limit (see guards.py); the local wait is longer, so
+        # that the host's side ends first and its exit is seen
+        command = shlex.join(with_timeout(argv, limit))
         conn = await self.connection()
         started = time.monotonic()
         try:
             with self.busy.running():
-                done = await asyncio.wait_for(
-                    conn.run(command, input=input, encoding=None, check=False), timeout=limit)
+                done = await asyncio.wait_for(conn.run(command, input=input, encoding=None, check=False),
+                                              timeout=limit + KILL_GRACE_S + LOCAL_MARGIN_S)
         except TimeoutError:
             raise RemoteTimeout(self.name, _short(shown), limit) from None
         except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
@@ -132,6 +141,8 @@ class SshTransport:
         # stdout/stderr stay raw for the parsers; every error and report masks what it shows
         result = CommandResult(host=self.name, command=shown, exit_status=done.exit_status, stdout=_text(done.stdout),
                                stderr=_text(done.stderr), duration_s=time.monotonic() - started)
+        if timed_out(done.exit_status, done.exit_signal[0] if done.exit_signal else None, result.duration_s, limit):
+            raise RemoteTimeout(self.name, _short(shown), limit)
         if not quiet:
             _logger().info("%s$ %s  [exit %s, %.2fs]", self.name, _short(shown), result.exit_status,
                            result.duration_s)
@@ -141,7 +152,7 @@ class SshTransport:
 
     async def upload(self, path: str, data: bytes, mode: int = 0o644) -> CommandResult:
         """Atomic write: temp file in the target directory, then rename."""
-        return await self.run(upload_file(path, mode), input=data)
+        return await self.run(upload_file(path, mode, len(data)), input=data)
 
     async def open_tcp(self, host: str, port: int, timeout: float) -> tuple:
         """A TCP stream opened *from the host* (direct-tcpip), for health probes."""

@@ -16,6 +16,8 @@ from tasks.engine.health import wait_healthy
 from tasks.engine.hooks import run_hook
 from tasks.engine.host_pool import HostPool
 from tasks.engine.release_payload import dropped_from, to_recreate
+from tasks.engine.stack_lock import run_locked
+from tasks.engine.transport import CommandResult
 from tasks.host_commands.compose import compose_down, compose_recreate, release_project
 from tasks.host_commands.release_files import restore_release, settle_rollback
 
@@ -57,14 +59,17 @@ class StackUndo:
         except Exception as exc:
             self.journal.note(self.host, self.stack, f"rollback FAILED: {exc}", ok=False)
 
+    async def _locked(self, argv: list[str], check: bool = True) -> CommandResult:
+        return await run_locked(self.pool[self.host], self.state_dir, self.stack, argv, check=check)
+
     async def _restore(self) -> str:
         assert self.previous is not None
         transport = self.pool[self.host]
         previous = self.previous
         project = release_project(self.state_dir, previous)
-        done = await transport.run(restore_release(self.state_dir, self.stack, previous.id, previous.images, project,
-                                                   dropped_from(self.undone_files, previous.files),
-                                                   previous.env_files), check=False)
+        done = await self._locked(restore_release(self.state_dir, self.stack, previous.id, previous.images, project,
+                                                  dropped_from(self.undone_files, previous.files),
+                                                  previous.env_files), check=False)
         if done.exit_status == 98:
             raise HomelabError(f"an image of release {self.previous.id} is no longer on {self.host}: "
                                f"{done.stderr.strip()[-300:]}")
@@ -72,25 +77,25 @@ class StackUndo:
             raise HomelabError(f"compose up of release {self.previous.id} failed: {done.stderr.strip()[-500:]}")
         recreate = to_recreate(self.undone_files, previous.files, previous.mounts)
         if recreate:
-            await transport.run(compose_recreate(project, recreate))
+            await self._locked(compose_recreate(project, recreate))
         restored_data = ""
         if self.restore_hook:
-            outcome = await run_hook(self.pool, self.host, project, "restore", self.restore_hook)
+            outcome = await run_hook(self.pool, self.host, project, "restore", self.restore_hook,
+                                     state_dir=self.state_dir)
             if not outcome.ok:
-                await transport.run(settle_rollback(self.state_dir, self.stack, previous.id, self.release))
+                await self._locked(settle_rollback(self.state_dir, self.stack, previous.id, self.release))
                 raise HomelabError(f"restored release {previous.id}, but its data was not: {outcome.describe()}: "
                                    f"{outcome.output.strip()[-500:]}")
             restored_data = ", data restored by the restore hook"
         gate = await wait_healthy(transport, self.stack, self.services, self.checks, self.health_timeout_s)
-        await transport.run(settle_rollback(self.state_dir, self.stack, self.previous.id, self.release))
+        await self._locked(settle_rollback(self.state_dir, self.stack, self.previous.id, self.release))
         if not gate.ok:
             raise HomelabError(f"restored release {self.previous.id}, but it is not healthy: {gate.reason}")
         return f"restored release {self.previous.id} (healthy{restored_data})"
 
     async def _remove(self) -> str:
-        transport = self.pool[self.host]
-        await transport.run(compose_down(self.stack))
-        await transport.run(settle_rollback(self.state_dir, self.stack, None, self.release))
+        await self._locked(compose_down(self.stack))
+        await self._locked(settle_rollback(self.state_dir, self.stack, None, self.release))
         return "removed (the stack had no previous release)"
 
 

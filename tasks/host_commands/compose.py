@@ -64,7 +64,7 @@ def compose_up(project: ComposeProject) -> list[str]:
 
 def compose_recreate(project: ComposeProject, services: Sequence[str]) -> list[str]:
     """Recreate ``services`` only: a changed bind-mounted file is seen by a new container."""
-    return project.argv(*UP, "--no-deps", "--force-recreate", *services)
+    return project.argv(*UP, "--no-deps", "--force-recreate", "--", *services)
 
 
 def compose_logs(stack: str, tail: int = 50) -> list[str]:
@@ -77,10 +77,10 @@ def compose_down(stack: str) -> list[str]:
 
 def image_ids(images: Sequence[str]) -> list[str]:
     """Prints one image id per line, in order; exits 1 if any image is missing."""
-    return ["docker", "image", "inspect", "--format", "{{.Id}}", *images]
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", "--", *images]
 
 
-PULL = 'for image in "$@"; do docker pull -q "$image" >/dev/null || exit; done'
+PULL = 'for image in "$@"; do docker pull -q -- "$image" >/dev/null || exit; done'
 
 
 def pull_images(images: Sequence[str]) -> list[str]:

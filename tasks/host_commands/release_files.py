@@ -15,15 +15,23 @@ from tasks.host_commands.compose import ComposeProject, compose_up
 from tasks.host_commands.layout import CURRENT, PENDING, RELEASE_ID_PATTERN, RELEASE_RECORD, release_dir, releases_dir
 from tasks.host_commands.shell import script, sh
 
+# The temp file goes when the script ends in any way but KILL (`secrets scrub` finds those).
+# With a size ($3), a stdin cut short (a dropped connection ends it like EOF) is never renamed
+# into place: exit 96.
 UPLOAD = (
-    'umask 077; mkdir -p -- "$(dirname -- "$1")" && cat > "$1.tmp.$$" && chmod "$2" "$1.tmp.$$" '
-    '&& mv -f -- "$1.tmp.$$" "$1"'
+    'umask 077; t="$1.tmp.$$"; trap \'rm -f -- "$t"\' EXIT; trap "exit 129" HUP; trap "exit 130" INT; '
+    'trap "exit 141" PIPE; trap "exit 143" TERM; '
+    'mkdir -p -- "$(dirname -- "$1")" && cat > "$t" && '
+    '{ [ -z "${3-}" ] || { n=$(wc -c < "$t") && [ "$n" -eq "$3" ]; } || '
+    '{ echo "upload of $1 cut off: $n of $3 bytes arrived" >&2; exit 96; }; } && '
+    'chmod "$2" "$t" && mv -f -- "$t" "$1"'
 )
 
 
-def upload_file(path: str, mode: int = 0o644) -> list[str]:
-    """Atomic write of stdin to ``path``: a temporary file in the same directory, then rename."""
-    return sh(UPLOAD, "upload", path, f"{mode:o}")
+def upload_file(path: str, mode: int = 0o644, size: int | None = None) -> list[str]:
+    """Atomic write of stdin to ``path``: a temporary file in the same directory, then rename,
+    only if ``size`` bytes arrived (when given)."""
+    return sh(UPLOAD, "upload", path, f"{mode:o}", *([str(size)] if size is not None else []))
 
 
 # Assembles a release directory from a tar on stdin: the files of the base release (the
@@ -106,11 +114,11 @@ dir=$1; restored=$2; undone=$3
 if [ -n "$restored" ]; then
   write_atomic "$dir/{CURRENT}" "$restored"
 else
-  rm -f "$dir/{CURRENT}"
+  rm -f -- "$dir/{CURRENT}"
 fi
 [ -f "$dir/$undone/{RELEASE_RECORD}" ] &&
-  sed -i 's/"status": "active"/"status": "rolled-back"/' "$dir/$undone/{RELEASE_RECORD}"
-rm -f "$dir/{PENDING}"
+  sed -i 's/"status": "active"/"status": "rolled-back"/' -- "$dir/$undone/{RELEASE_RECORD}"
+rm -f -- "$dir/{PENDING}"
 """, "write_atomic")
 
 
@@ -123,16 +131,16 @@ def settle_rollback(state_dir: str, stack: str, restored: str | None, undone: st
 COMMIT_RELEASE = script(f"""
 set -e
 dir=$1; id=$2; keep=$3; activate=$4; protect=$5
-mkdir -p "$dir/$id"
+mkdir -p -- "$dir/$id"
 cat > "$dir/$id/{RELEASE_RECORD}.tmp"
-mv -f "$dir/$id/{RELEASE_RECORD}.tmp" "$dir/$id/{RELEASE_RECORD}"
+mv -f -- "$dir/$id/{RELEASE_RECORD}.tmp" "$dir/$id/{RELEASE_RECORD}"
 if [ "$activate" = 1 ]; then
   write_atomic "$dir/{CURRENT}" "$id"
 fi
-rm -f "$dir/{PENDING}"
-current=$(cat "$dir/{CURRENT}" 2>/dev/null || true)
+rm -f -- "$dir/{PENDING}"
+current=$(cat -- "$dir/{CURRENT}" 2>/dev/null || true)
 # prune: keep the newest $keep releases, never the current one, nor the one a rollback may need
-ls -1 "$dir" | grep -E '{RELEASE_ID_PATTERN}' | sort -r | tail -n +$((keep + 1)) |
+ls -1 -- "$dir" | grep -E '{RELEASE_ID_PATTERN}' | sort -r | tail -n +$((keep + 1)) |
 while read -r old; do [ "$old" = "$current" ] || [ "$old" = "$protect" ] || rm -rf -- "${{dir:?}}/$old"; done
 """, "write_atomic")
 

@@ -82,7 +82,7 @@ BUILDERS = [
      ["docker", "compose", "-p", "media", "--project-directory", "s/stacks/media",
       "-f", f"s/releases/media/{REL}/compose.yaml", *UP]),
     ("compose_recreate", compose_recreate(LEGACY, ["web", "db"]),
-     [*LEGACY.argv(), *UP, "--no-deps", "--force-recreate", "web", "db"]),
+     [*LEGACY.argv(), *UP, "--no-deps", "--force-recreate", "--", "web", "db"]),
     ("pull_images", pull_images(["redis:7", "ghcr.io/x/y:1"]), ScriptCall(["pull-images", "redis:7",
                                                                   "ghcr.io/x/y:1"])),
     ("compose_logs default", compose_logs("media"),
@@ -92,7 +92,7 @@ BUILDERS = [
     ("compose_down", compose_down("media"),
      ["docker", "compose", "-p", "media", "down", "--remove-orphans"]),
     ("image_ids", image_ids(["nginx:1.27", "redis:7"]),
-     ["docker", "image", "inspect", "--format", "{{.Id}}", "nginx:1.27", "redis:7"]),
+     ["docker", "image", "inspect", "--format", "{{.Id}}", "--", "nginx:1.27", "redis:7"]),
     ("wait_settled", wait_settled("media", 2, 19.7), ScriptCall(["wait-settled", "media", "2", "19"])),
     ("wait_settled past deadline", wait_settled("media", 1, -3),
      ScriptCall(["wait-settled", "media", "1", "0"])),
@@ -212,6 +212,19 @@ def test_upload_replaces_an_existing_file_by_rename(tmp_path):
     assert target.read_text() == "new\n"
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert target.stat().st_ino != old_inode  # a new file renamed over the old one, not rewritten in place
+
+
+@pytest.mark.parametrize(("sent", "size", "ok"), [(b"new\n", 4, True), (b"ne", 4, False), (b"", 4, False),
+                                                  (b"", 0, True)])
+def test_an_upload_cut_short_never_replaces_the_file(tmp_path, sent, size, ok):
+    target = tmp_path / ".env.secrets"
+    target.write_text("old\n")
+    done = _run(upload_file(str(target), 0o600, size), sent)
+    assert (done.returncode == 0) is ok, done.stderr
+    assert target.read_bytes() == (sent if ok else b"old\n")
+    assert [p.name for p in tmp_path.iterdir()] == [".env.secrets"]  # no temp file either way
+    if not ok:
+        assert done.returncode == 96 and f"{len(sent)} of {size} bytes" in done.stderr.decode()
 
 
 def test_upload_failure_leaves_the_old_file(tmp_path):
@@ -507,12 +520,12 @@ def test_restore_release_retags_then_runs_and_reports_a_missing_image(fake_bin, 
 
 def test_pull_images_pulls_each_reference_and_stops_at_the_first_failure(fake_bin, tmp_path):
     log = tmp_path / "log"
-    env = fake_bin("docker", f'echo "$*" >> {log}; [ "$3" = bad:1 ] && exit 1; exit 0\n')
+    env = fake_bin("docker", f'echo "$*" >> {log}; [ "$4" = bad:1 ] && exit 1; exit 0\n')
     assert _run(pull_images(["a:1", "b:2"]), env=env).returncode == 0
-    assert log.read_text().splitlines() == ["pull -q a:1", "pull -q b:2"]
+    assert log.read_text().splitlines() == ["pull -q -- a:1", "pull -q -- b:2"]
     log.unlink()
     assert _run(pull_images(["bad:1", "c:3"]), env=env).returncode == 1
-    assert log.read_text().splitlines() == ["pull -q bad:1"]
+    assert log.read_text().splitlines() == ["pull -q -- bad:1"]
 
 
 def test_hook_commands_exec_or_run_under_a_timeout():

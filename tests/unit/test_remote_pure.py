@@ -41,7 +41,7 @@ REAL = {name: host.address for name, host in
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("", None),
+    ("", []),  # set but empty: nothing is allowed (only an unset variable means no limit)
     ("10.203.0.0/24", ["10.203.0.0/24"]),
     (" 10.203.0.0/24 , 127.0.0.0/8 ,", ["10.203.0.0/24", "127.0.0.0/8"]),
     ("10.203.0.7/24", ["10.203.0.0/24"]),  # host bits are tolerated
@@ -172,7 +172,8 @@ def test_is_transient(exc, transient):
     (survey(".homelab", True), "sh -c <homelab-survey> .homelab 1"),
     (commit_release(".homelab", "media", "R1", 5, True), "sh -c <commit-release> .homelab/releases/media R1 5 1 ''"),
     (["docker", "compose", "-p", "media", "down"], "docker compose -p media down"),
-    (upload_file("/a b/c"), shlex.join(upload_file("/a b/c"))),  # short enough to log in full
+    (upload_file("/a b/c"), "sh -c <upload> '/a b/c' 644"),
+    (["sh", "-c", 'echo "$1"', "say", "a b"], "sh -c 'echo \"$1\"' say 'a b'"),  # short enough to log in full
 ])
 def test_short_names_long_scripts_by_their_dollar_zero(argv, expected):
     assert _short(shlex.join(argv)) == expected
