@@ -17,8 +17,7 @@ from tasks.integrations.netpolicy import (
     allowed_networks,
     check_allowed,
     check_resolved,
-    ip_literal,
-    nothing_allowed,
+    without_lookup,
 )
 
 __all__ = ["ALLOWED_NETWORKS_ENV", "allowed_networks", "check_allowed", "resolve_allowed"]
@@ -28,14 +27,8 @@ async def resolve_allowed(host: str, address: str) -> str:
     """The IP to connect to (``address`` itself when there is no limit); raises AddressNotAllowed
     before any connection if it, or any address a name resolves to, is not allowed."""
     networks = allowed_networks()
-    literal = ip_literal(address)
-    if literal is not None:
-        check_allowed(host, literal, networks)
-        return literal
-    if networks is None:
-        return address
-    if not networks:  # nothing is allowed: no need to ask the resolver
-        raise nothing_allowed(host, address)
+    if (settled := without_lookup(host, address, networks)) is not None:
+        return settled
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(address, None, type=socket.SOCK_STREAM)
     except OSError as exc:

@@ -65,6 +65,20 @@ def nothing_allowed(host: str, address: str) -> AddressNotAllowed:
                              f"network of {address} to it, or unset it for no limit")
 
 
+def without_lookup(host: str, address: str, networks: Sequence[Network] | None) -> str | None:
+    """The address to connect to when no name lookup is needed (an IP, or no limit); None when
+    ``address`` is a name to resolve and check. Raises AddressNotAllowed for what is refused."""
+    literal = ip_literal(address)
+    if literal is not None:
+        check_allowed(host, literal, networks)
+        return literal
+    if networks is None:
+        return address
+    if not networks:  # nothing is allowed: no need to ask the resolver
+        raise nothing_allowed(host, address)
+    return None
+
+
 def check_resolved(host: str, address: str, candidates: Iterable[str], networks: Sequence[Network] | None) -> str:
     """Check every address ``address`` resolved to; the first one, to connect to."""
     found = list(dict.fromkeys(candidates))
@@ -80,14 +94,8 @@ def resolve_allowed_sync(host: str, address: str) -> str:
     when there is no limit); raises AddressNotAllowed before any connection when a name or an
     address is not allowed, or when a name cannot be resolved to check it."""
     networks = allowed_networks()
-    literal = ip_literal(address)
-    if literal is not None:
-        check_allowed(host, literal, networks)
-        return literal
-    if networks is None:
-        return address
-    if not networks:  # nothing is allowed: no need to ask the resolver
-        raise nothing_allowed(host, address)
+    if (settled := without_lookup(host, address, networks)) is not None:
+        return settled
     try:
         infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
     except OSError as exc:
