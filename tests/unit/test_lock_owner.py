@@ -23,6 +23,7 @@ from tasks.host_commands.lock import (
     parse_lock_snapshot,
     parse_start_ticks,
     parse_unlock,
+    pid_exists,
     process_start,
     release_lock,
     show_lock,
@@ -40,19 +41,9 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def dead_pid() -> int:
     pid = 4_000_000
-    while Path(f"/proc/{pid}").exists() or _exists(pid):
+    while Path(f"/proc/{pid}").exists() or pid_exists(pid) is not False:
         pid += 1
     return pid
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def owner(machine: Machine = HERE, **changes: object) -> dict:
