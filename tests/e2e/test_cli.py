@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.inventory_loader import load_inventory
+from model.trust import dump, pin
 
 ROOT = Path(__file__).resolve().parents[2]
 HOMELAB = [sys.executable, "-m", "deployments.cli"]
@@ -32,8 +33,11 @@ def test_bad_inventory_exits_2_naming_file_line_and_field(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
-def test_real_inventory_is_refused_outside_the_allowed_networks() -> None:
-    done = homelab("status", "-i", "deployments/homelab.yaml", "--json")
+def test_real_inventory_is_refused_outside_the_allowed_networks(tmp_path: Path) -> None:
+    # an operator's trust file for the real homelab, so that the network check is what refuses
+    trust = tmp_path / "trust.yaml"
+    trust.write_text(dump(pin(load_inventory(ROOT / "deployments/homelab.yaml"))))
+    done = homelab("status", "-i", "deployments/homelab.yaml", "--json", env={"HOMELAB_TRUST_FILE": str(trust)})
     assert done.returncode == 1
     hosts = json.loads(done.stdout)["hosts"]
     real = load_inventory(ROOT / "deployments/homelab.yaml").hosts
