@@ -31,13 +31,15 @@ from prefect.schedules import Cron
 from deployments import flow_calls
 from deployments.control_socket import encode, peer_uid, socket_path
 from flows import served
+from model.triggers import NIGHTLY_TAG
 from tasks.engine import progress
 from tasks.engine.host_pool import keep_warm
 
 log = logging.getLogger("homelab.serve")
 
 NIGHTLY_CRON, NIGHTLY_TZ = "30 3 * * *", "Europe/Berlin"
-DEPLOY_PARAMS = {"ref", "only", "prune", "on_failure", "refresh_images", "lock_wait_s"}
+DEPLOY_PARAMS = {"ref", "only", "prune", "on_failure", "refresh_images", "lock_wait_s", "environment", "skip_staging",
+                 "yes"}
 
 
 async def served_deployments() -> list[RunnerDeployment]:
@@ -48,7 +50,7 @@ async def served_deployments() -> list[RunnerDeployment]:
             description="Deploy the homelab (UI, webhook or CLI): pre-flight, plan, phases in order, "
                         "health-gated. Leave the ref empty for the default branch."),
         await served.deploy.ato_deployment(
-            name="nightly", concurrency_limit=1, tags=["homelab", "nightly"],
+            name="nightly", concurrency_limit=1, tags=["homelab", NIGHTLY_TAG],
             schedules=[Cron(NIGHTLY_CRON, timezone=NIGHTLY_TZ)], parameters={"refresh_images": True},
             description="Nightly convergence to the config repo's default branch, pulling images again "
                         "so moved tags are picked up."),
@@ -161,7 +163,8 @@ class ControlSocket:
                 logging.getLogger(name).addHandler(self.handler)
         token = _sink.set(sink)
         try:
-            with progress.listening(lambda p: sink({"progress": p.to_json()})):
+            with progress.listening(lambda p: sink({"progress": p.to_json()}),
+                                    lambda text: writer.write(encode({"notice": text}))):
                 outcome = await self.run(command, params)
         except Exception as exc:  # a bug here must still answer the client, with the reason
             log.exception("control request %s failed", command)

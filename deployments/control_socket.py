@@ -67,6 +67,8 @@ class ControlClient:
                 on_progress(message["progress"])
             elif "log" in message and on_log:
                 on_log(message["log"])
+            elif "notice" in message and on_log:  # always shown, even without --verbose
+                on_log(message["notice"])
         raise ConnectionError("the control process closed the connection before the run ended "
                               "(was `homelab serve` stopped?); the run's state is in the Prefect UI")
 

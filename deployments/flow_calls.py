@@ -51,10 +51,13 @@ async def deploy(api_url: str, params: dict) -> Outcome:
     if isinstance(value, DeployFailed):
         return Outcome(exit_code=1, result=value.report.to_json(), **where)
     if isinstance(value, dict):
-        return Outcome(exit_code=0 if value.get("result") == "success" else 1, result=value, **where)
+        return Outcome(exit_code=RESULT_EXIT.get(value.get("result"), 1), result=value, **where)
     if isinstance(value, BaseException):
         return error_outcome(value, **where)
     return Outcome(exit_code=1, error=f"unexpected flow result: {value!r}", **where)
+
+
+RESULT_EXIT = {"success": 0, "not-approved": 7}  # a rejected or timed-out approval: production untouched
 
 
 async def plan(inventory: Path, ref: str | None, only: list[str] | None, refresh_images: bool) -> Outcome:

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from deployments.webhook_deliveries import DeliveryStore
 from model.errors import ServerError, UsageError
 from model.masking import MASKER
+from model.triggers import WEBHOOK_TAG
 from model.webhook_events import Decision, PayloadError, classify, media_type, parse_body, verify_signature
 from tasks.engine import audit
 
@@ -52,7 +53,7 @@ SECRET_BLOCK = "github-webhook-secret"
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 DEADLINE_S = 8.0  # GitHub gives up after 10 s
 SUPERSEDABLE = ("Scheduled", "Late", "AwaitingConcurrencySlot")
-TAG = "webhook"
+TAG = WEBHOOK_TAG  # the flow reads its trigger from it (approval policy)
 ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,64}")  # GitHub sends a GUID
 _EVENT = re.compile(r"[a-z_]{1,64}")

@@ -6,7 +6,7 @@ import time
 
 from prefect import flow
 
-from flows.deploy import deploy_locked
+from flows.locked_deploy import deploy_locked
 from model.desired import load_desired_state
 from tasks.engine import audit
 from tasks.engine.secret_rotation import SecretRotation, stacks_to_rotate

@@ -15,12 +15,14 @@ from typing import Any
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import Field
 
 from flows.deploy import deploy_homelab
 from flows.reporting import publish_plan
 from flows.rollback import rollback_homelab
 from flows.secrets import sync_secrets
+from model.approval import Environment
 from model.desired import load_desired_state
 from model.policies import FailurePolicy
 from model.source import default_branch
@@ -41,6 +43,10 @@ ONLY = param(None, "Only these stacks", "Limit the run to these stacks (never re
 ON_FAILURE = param(None, "Failure policy", "Override every phase's policy for this run: halt, rollback-phase, "
                                            "rollback-all or continue. Empty: each phase's own (halt by default).")
 DRY_RUN = param(False, "Dry run", "Only plan: contact the hosts, change nothing, publish the plan as an artifact.")
+ENVIRONMENT = param("production", "Environment", "production: stage the changed stacks, run their smoke tests, ask "
+                                                 "for approval, then deploy production. staging: stop after the tests.")
+SKIP_STAGING = param(False, "Skip staging", "Go straight to the approval gate, without staging or smoke tests "
+                                            "(audited).")
 REFRESH_IMAGES = param(False, "Refresh images", "Pull every stack's images first; stacks whose tags moved are "
                                                 "updated.")
 
@@ -57,14 +63,16 @@ def resolve_ref(inventory: str, ref: str | None) -> str | None:
 
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
 async def deploy(ref: str | None = REF, only: list[str] | None = ONLY, on_failure: FailurePolicy | None = ON_FAILURE,
-                 dry_run: bool = DRY_RUN, refresh_images: bool = REFRESH_IMAGES) -> dict:
-    """Deploy the served inventory at ``ref``: pre-flight, plan, phases in order, health-gated."""
+                 dry_run: bool = DRY_RUN, refresh_images: bool = REFRESH_IMAGES,
+                 environment: Environment = ENVIRONMENT, skip_staging: bool = SKIP_STAGING) -> dict | State:
+    """Deploy the served inventory at ``ref``: staging and its smoke tests, approval, then the
+    production phases in order, health-gated."""
     inventory = pinned_inventory()
     ref = resolve_ref(inventory, ref)
     if dry_run:
         return await plan_only(inventory, ref, only, refresh_images)
     return await deploy_homelab.fn(inventory=inventory, ref=ref, only=only or None, on_failure=on_failure,
-                                   refresh_images=refresh_images)
+                                   refresh_images=refresh_images, environment=environment, skip_staging=skip_staging)
 
 
 async def plan_only(inventory: str, ref: str | None, only: list[str] | None, refresh_images: bool) -> dict:

@@ -7,6 +7,15 @@
 - ``v3-broken`` on branch ``broken``: media runs ``lab-web:broken``, whose healthcheck never passes
 - ``v3-edge-broken`` on branch ``edge-broken``: redis (rtx1080, phase foundation) goes back to
   ``lab-web:1`` and succeeds, then newsletter (vps, phase edge) runs ``lab-web:broken``
+
+The release pipeline's branch ``pipeline`` (from ``v2``): newsletter and redis have staging
+copies (``compose.staging.yaml``: their own port on thinkpad) with smoke tests, and the inventory
+keeps the default approval policy (every production change asks). Earlier releases exempt
+every trigger, so they deploy without a gate.
+
+- ``v4-staged``       newsletter's config changes (EDITION=4): stages, passes its smoke tests
+- ``v4-smoke-fails``  newsletter's config changes (EDITION=5) and a smoke test wants a body it never serves
+- ``v4-prod-broken``  newsletter runs ``lab-web:broken`` in production; its staging copy runs ``lab-web:2``
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import yaml
 
 from lab import topology
 
-REPO_VERSION = "5"  # bump when the generated content changes, so `lab up` rebuilds the repo
+REPO_VERSION = "6"  # bump when the generated content changes, so `lab up` rebuilds the repo
 
 # (phase, depends_on, {stack: hosts}) - mirrors deployments/homelab.yaml
 PHASES: list[tuple[str, list[str], dict[str, list[str]]]] = [
@@ -36,6 +45,15 @@ RELEASES: list[tuple[str, dict[str, str]]] = [
     ("v1", {}),
     ("v1.1", {"newsletter": "2"}),
     ("v2", {"newsletter": "2", "redis": "2", "homeassistant": "2"}),
+]
+# (tag, {stack: {"edition": ..., "smoke_body": ..., "prod_image": ...}}), in order on branch PIPELINE_BRANCH
+PIPELINE_BRANCH = "pipeline"
+STAGED = ("newsletter", "redis")  # stacks with a staging copy on the pipeline branch
+STAGING_PORT_OFFSET = 1000
+PIPELINE: list[tuple[str, dict[str, dict[str, str]]]] = [
+    ("v4-staged", {"newsletter": {"edition": "4"}}),
+    ("v4-smoke-fails", {"newsletter": {"edition": "5", "smoke_body": "edition 5"}}),
+    ("v4-prod-broken", {"newsletter": {"edition": "4", "prod_image": "broken"}}),
 ]
 # (tag, branch, versions), each branched from the last release
 BROKEN = [
@@ -108,7 +126,22 @@ def monitoring_files(version: str) -> dict[str, str]:
     }
 
 
-def inventory() -> dict:
+def staging_port(stack: str) -> int:
+    return PORTS[stack] + STAGING_PORT_OFFSET
+
+
+def staging_form(stack: str, smoke_body: str | None = None) -> dict:
+    """The staging copy's health gate and smoke tests (its port comes from compose.staging.yaml)."""
+    port = staging_port(stack)
+    return {"health": {"timeout_s": 20, "checks": [{"http": f"http://127.0.0.1:{port}/health"}]},
+            "smoke": [{"name": "home page", "http": f"http://127.0.0.1:{port}/", "expect_status": 200,
+                       "body_regex": f"^lab-web \\S+ {stack}$", "max_latency_ms": 2000,
+                       **({"body_contains": smoke_body} if smoke_body else {})},
+                      {"name": "knows its stack", "exec": f'test "$STACK" = {stack}', "service": "web"}]}
+
+
+def inventory(pipeline: dict[str, dict[str, str]] | None = None) -> dict:
+    """The lab's inventory; ``pipeline`` (a PIPELINE entry's changes): the pipeline branch's."""
     hosts = {name: {"address": address, "gpu": name in topology.GPU_HOSTS}
              for name, address in topology.HOSTS.items()}
     hosts["thinkpad"]["environment"] = "staging"
@@ -124,25 +157,49 @@ def inventory() -> dict:
                 checks.append({"http": MONITORING_CONFIG_URL})
                 entries[stack].update({"compose": ["compose.yaml", "lab.override.yaml"], "profiles": ["exporters"],
                                        "env": {"ROLE": "lab-monitoring"}})
+            if pipeline is not None and stack in STAGED:
+                entries[stack]["staging"] = staging_form(stack, pipeline.get(stack, {}).get("smoke_body"))
         phases[name] = {"depends_on": depends_on, "stacks": entries} if depends_on else {"stacks": entries}
+    # Releases before the pipeline deploy without a gate; the pipeline branch keeps the default.
+    exempt = {"approval": {"not_needed": {"triggers": ["manual", "webhook", "nightly"]}}}
+    approval = {} if pipeline is not None else exempt
     return {
         "version": 1,
         "name": "homelab-lab",
         "ssh": {"known_hosts": str(topology.known_hosts_path()), "identity": str(topology.client_key_path()),
                 "connect_timeout_s": 5, "command_timeout_s": 120},
         "defaults": {"max_parallel": 4, "keep_releases": 5, "health_timeout_s": 20, "min_free_disk_mb": 64},
+        **approval,
         "hosts": hosts,
         "phases": phases,
     }
 
 
-def _write(root: Path, versions: dict[str, str]) -> None:
+def pipeline_files(stack: str, version: str, change: dict[str, str]) -> dict[str, str]:
+    """A staged stack on the pipeline branch: its compose file (with the change) and its
+    staging override (own port; ``prod_image`` changes production only)."""
+    main = compose_for(stack, change.get("prod_image", version))
+    if "edition" in change:
+        main["services"]["web"]["environment"]["EDITION"] = change["edition"]
+    staging: dict = {"environment": {"PORT": str(staging_port(stack))}}
+    if "prod_image" in change:
+        staging["image"] = f"localhost/lab-web:{version}"
+    return {"compose.yaml": yaml.safe_dump(main, sort_keys=False),
+            "compose.staging.yaml": "# the staging copy on thinkpad: its own port\n"
+                                    + yaml.safe_dump({"services": {"web": staging}}, sort_keys=False)}
+
+
+def _write(root: Path, versions: dict[str, str], pipeline: dict[str, dict[str, str]] | None = None) -> None:
     header = "# The simulated homelab: generated by `homelab lab up` (lab/configrepo.py).\n"
-    (root / "homelab.yaml").write_text(header + yaml.safe_dump(inventory(), sort_keys=False))
+    (root / "homelab.yaml").write_text(header + yaml.safe_dump(inventory(pipeline), sort_keys=False))
     for stack in STACKS:
         version = versions.get(stack, "1")
-        files = (monitoring_files(version) if stack == "monitoring"
-                 else {"compose.yaml": yaml.safe_dump(compose_for(stack, version), sort_keys=False)})
+        if pipeline is not None and stack in STAGED:
+            files = pipeline_files(stack, version, pipeline.get(stack, {}))
+        elif stack == "monitoring":
+            files = monitoring_files(version)
+        else:
+            files = {"compose.yaml": yaml.safe_dump(compose_for(stack, version), sort_keys=False)}
         for name, text in files.items():
             path = root / "stacks" / stack / name
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,7 +221,7 @@ def _current(root: Path) -> bool:
         tags = set(_git(root, "tag").split())
     except subprocess.CalledProcessError:
         return False
-    return {tag for tag, _ in RELEASES} | {tag for tag, _, _ in BROKEN} <= tags
+    return {tag for tag, _ in RELEASES} | {tag for tag, _, _ in BROKEN} | {tag for tag, _ in PIPELINE} <= tags
 
 
 def ensure() -> Path:
@@ -188,6 +245,12 @@ def ensure() -> Path:
         _write(root, versions)
         _git(root, "commit", "-q", "-am", f"lab release {tag}: an image whose healthcheck fails")
         _git(root, "tag", tag)
+    _git(root, "checkout", "-q", "-b", PIPELINE_BRANCH, RELEASES[-1][0])
+    for tag, changes in PIPELINE:
+        _write(root, RELEASES[-1][1], changes)
+        _git(root, "add", "-A")
+        _git(root, "commit", "-q", "-m", f"lab release {tag}")
+        _git(root, "tag", tag)
     _git(root, "checkout", "-q", "main")
     write_trust_file()
     return inventory_path()
@@ -204,7 +267,8 @@ def write_trust_file() -> Path:
     from model.inventory import Inventory
     from model.trust import dump, pin
 
-    pinned = pin(Inventory.model_validate(inventory()), ["main", *(branch for _, branch, _ in BROKEN)])
+    pinned = pin(Inventory.model_validate(inventory()),
+                 ["main", *(branch for _, branch, _ in BROKEN), PIPELINE_BRANCH])
     own_path = {"jjeco-light": "jjeco"}  # stacks whose KV path is not their name
     vault = {"*": ["homelab/{stack}", "t*/homelab/{stack}"],
              **{stack: [f"homelab/{path}", f"t*/homelab/{path}"] for stack, path in own_path.items()}}

@@ -18,6 +18,7 @@ from model.inventory import Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
 from model.stack_files import StackFiles, collect_stack_files
+from model.staging import production_name, smoke_checks, staging_inventory
 from model.trust import TrustRefused, admit, check_inventory
 
 
@@ -62,16 +63,27 @@ class DesiredState:
     commit: str | None
     stacks: dict[str, DesiredStack]  # in phase order
     inventory_dir: Path = field(repr=False, default=Path("."))
+    staging: DesiredState | None = field(default=None, repr=False)  # the staging copies ``<stack>-staging``
 
     def with_secrets(self, env_files: dict[str, dict[str, RenderedEnvFile]]) -> DesiredState:
         """The same desired state with each stack's rendered env files (stack -> name -> file),
-        whose Vault versions become part of the stack's config hash."""
-        return replace(self, stacks={name: stack.with_env_files(env_files.get(name, {}))
-                                     for name, stack in self.stacks.items()})
+        whose Vault versions become part of the stack's config hash. A staging copy renders its
+        stack's secrets."""
+        staging = self.staging
+        if staging is not None:
+            staging = staging.with_secrets({name: env_files[production] for name in staging.stacks
+                                            if (production := production_name(name)) in env_files})
+        return replace(self, staging=staging, stacks={name: stack.with_env_files(env_files.get(name, {}))
+                                                      for name, stack in self.stacks.items()})
 
     def restricted(self, names: set[str] | list[str]) -> DesiredState:
         """Only the stacks in ``names`` (in phase order), as ``--only`` would load them."""
         return replace(self, stacks={name: stack for name, stack in self.stacks.items() if name in names})
+
+    def placements(self) -> set[tuple[str, str]]:
+        """(host, stack) of every stack placed, staging copies included: nothing else is an orphan."""
+        own = {(host, stack.name) for stack in self.stacks.values() for host in stack.hosts}
+        return own | (self.staging.placements() if self.staging else set())
 
     def targeted_hosts(self) -> list[str]:
         wanted = {host for stack in self.stacks.values() for host in stack.hosts}
@@ -144,17 +156,39 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
         if unknown:
             raise InventoryError([f"--only: unknown stack(s) {', '.join(unknown)} "
                                   f"(known: {', '.join(phase_of)})"])
-        stacks: dict[str, DesiredStack] = {}
-        problems: list[str] = []
-        for phase_name in inventory.phase_order():
-            for name, stack in inventory.phases[phase_name].stacks.items():
-                if only and name not in only:
-                    continue
-                try:
-                    stacks[name] = desired_stack(tree.inventory.parent, tree.display, name, phase_name, stack)
-                except InventoryError as exc:
-                    problems += exc.problems
-        if problems:
-            raise InventoryError(problems)
+        root = tree.inventory.parent
+        stacks = _desired_stacks(inventory, root, tree.display, only)
+        staged = staging_inventory(inventory, lambda name, path: (root / inventory.stack(name).folder(name) / path)
+                                   .is_file())
+        staging_stacks = _desired_stacks(staged, root, tree.display, [f"{n}-staging" for n in only] if only else None)
+        _check_smoke_services(inventory, staging_stacks)
+        staging = DesiredState(inventory=staged, source=tree.display, commit=tree.commit, stacks=staging_stacks,
+                               inventory_dir=Path(inventory_file).parent) if staging_stacks else None
         return DesiredState(inventory=inventory, source=tree.display, commit=tree.commit, stacks=stacks,
-                            inventory_dir=Path(inventory_file).parent)
+                            inventory_dir=Path(inventory_file).parent, staging=staging)
+
+
+def _check_smoke_services(inventory: Inventory, staged: dict[str, DesiredStack]) -> None:
+    wrong = [f"{production_name(name)}: staging.smoke[{i}].service: {check.service!r} is not a service of the "
+             f"stack (services: {', '.join(stack.services)})"
+             for name, stack in staged.items() for i, check in enumerate(smoke_checks(inventory, name))
+             if check.service is not None and check.service not in stack.images]
+    if wrong:
+        raise InventoryError(wrong)
+
+
+def _desired_stacks(inventory: Inventory, root: Path, display: str, only: list[str] | None) -> dict[str, DesiredStack]:
+    """Every stack of ``inventory`` (or those in ``only``), in phase order; all problems at once."""
+    stacks: dict[str, DesiredStack] = {}
+    problems: list[str] = []
+    for phase_name in inventory.phase_order():
+        for name, stack in inventory.phases[phase_name].stacks.items():
+            if only and name not in only:
+                continue
+            try:
+                stacks[name] = desired_stack(root, display, name, phase_name, stack)
+            except InventoryError as exc:
+                problems += exc.problems
+    if problems:
+        raise InventoryError(problems)
+    return stacks

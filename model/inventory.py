@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from model.policies import FailurePolicy
+from model.smoke import SmokeCheck
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # also a valid compose project name
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -205,6 +206,38 @@ class Hooks(_Strict):
     restore: Hook | None = None
 
 
+class StagingForm(_Strict):
+    """How a stack runs on the staging host, as project ``<stack>-staging``: the same folder with
+    override file(s) on top (own ports, env, volumes), and the smoke tests it must pass there."""
+
+    compose: str | list[str] | None = Field(
+        None, description="override file(s) added after the stack's own; default compose.staging.yaml if present")
+    cpu_compose: str | list[str] | None = Field(
+        None, description="added too when the staging host has no GPU (a CPU-only form of a GPU stack)")
+    env: dict[str, str] = Field({}, description="interpolation variables on top of the stack's env:")
+    profiles: list[str] | None = Field(None, description="replaces the stack's profiles in staging")
+    health: Health | None = Field(None, description="the staging copy's health gate; default the stack's")
+    smoke: list[SmokeCheck] = Field([], description="checks run from the staging host once the copy is healthy")
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return env_names(env)
+
+    def override_files(self) -> list[str]:
+        return [self.compose] if isinstance(self.compose, str) else list(self.compose or [])
+
+    def cpu_files(self) -> list[str]:
+        return [self.cpu_compose] if isinstance(self.cpu_compose, str) else list(self.cpu_compose or [])
+
+
+def env_names(env: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in env if not re.fullmatch(ENV_NAME, k)]
+    if bad:
+        raise ValueError(f"not environment variable names: {', '.join(bad)}")
+    return env
+
+
 class Stack(_Strict):
     hosts: Annotated[list[str], Field(min_length=1)]
     hooks: Hooks = Hooks()
@@ -222,14 +255,13 @@ class Stack(_Strict):
     pull: Literal["missing", "always", "never"] = "missing"
     description: str = ""
     health: Health = Health()
+    staging: bool | StagingForm | None = Field(
+        None, description="false: never staged; true or a form: staged; absent: staged if compose.staging.yaml exists")
 
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in env if not re.fullmatch(ENV_NAME, k)]
-        if bad:
-            raise ValueError(f"not environment variable names: {', '.join(bad)}")
-        return env
+        return env_names(env)
 
     @field_validator("project_dir")
     @classmethod
@@ -257,6 +289,28 @@ class Phase(_Strict):
     stacks: dict[str, Stack]
 
 
+Trigger = Literal["manual", "webhook", "nightly"]
+
+
+class NotifySection(_Strict):
+    """Where notices go: these blocks, or else TELEGRAM_* and SMTP_* from the environment."""
+
+    telegram_block: str | None = Field(None, description="name of a 'Homelab Telegram Bot' block")
+    smtp_block: str | None = Field(None, description="name of a 'Homelab SMTP Account' block")
+
+
+class ApprovalExemptions(_Strict):
+    phases: list[str] = Field([], description="a run whose changes are all in these phases needs no approval")
+    triggers: list[Trigger] = Field([], description="runs started this way need no approval")
+
+
+class ApprovalPolicy(_Strict):
+    """When a production run waits for a person: by default, whenever it changes something."""
+
+    timeout_s: float = Field(86400, gt=0, description="unanswered this long: the run ends not-approved")
+    not_needed: ApprovalExemptions = ApprovalExemptions()
+
+
 class Inventory(_Strict):
     version: Literal[1] = 1
     name: str = "homelab"
@@ -264,8 +318,14 @@ class Inventory(_Strict):
     defaults: Defaults = Defaults()
     proxmox: ProxmoxSection | None = None
     vault: VaultSection | None = None
+    approval: ApprovalPolicy = ApprovalPolicy()
+    notify: NotifySection = NotifySection()
     hosts: dict[str, Host]
     phases: dict[str, Phase]
+
+    def staging_host(self) -> str | None:
+        """The host marked ``environment: staging`` (the loader allows at most one)."""
+        return next((name for name, host in self.hosts.items() if host.environment == "staging"), None)
 
     def phase_order(self) -> list[str]:
         """Phases in dependency order; YAML order breaks ties."""

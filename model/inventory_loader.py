@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import ValidationError
 
 from model.errors import InventoryError
-from model.inventory import NAME, Inventory, Phase, Stack
+from model.inventory import NAME, Inventory, Phase, Stack, StagingForm
 from model.stack_files import check_relative
 from model.yamlpos import Path_, YamlDocument, YamlSyntaxError, format_path, load_with_lines
 
@@ -101,9 +101,41 @@ def _semantic_problems(inv: Inventory, root: Path) -> list[tuple[Path_, str]]:
             for host in stack.per_host:
                 if host not in stack.hosts:
                     found.append(((*where, "per_host", host), f"{host!r} is not one of the stack's hosts"))
+    found += _staging_problems(inv, root, seen_stacks)
     cycle = _find_cycle(inv.phases)
     if cycle:
         found.append((("phases", cycle[0], "depends_on"), "dependency cycle: " + " -> ".join(cycle)))
+    return found
+
+
+def _staging_problems(inv: Inventory, root: Path, stack_phase: dict[str, str]) -> list[tuple[Path_, str]]:
+    """One staging host at most; a declared staging form needs it, a name for its copy, and its files."""
+    found: list[tuple[Path_, str]] = []
+    staging_hosts = [name for name, host in inv.hosts.items() if host.environment == "staging"]
+    if len(staging_hosts) > 1:
+        found.append((("hosts", staging_hosts[1], "environment"),
+                      f"only one host can be the staging host (already {staging_hosts[0]!r})"))
+    for index, phase in enumerate(inv.approval.not_needed.phases):
+        if phase not in inv.phases:
+            found.append((("approval", "not_needed", "phases", index), f"unknown phase {phase!r}"))
+    for name, phase_name in stack_phase.items():
+        stack = inv.phases[phase_name].stacks[name]
+        if stack.staging is None or stack.staging is False:
+            continue
+        where = ("phases", phase_name, "stacks", name, "staging")
+        if not staging_hosts:
+            found.append((where, "a staging form needs a host with `environment: staging`"))
+        copy = f"{name}-staging"
+        if copy in stack_phase or not re.fullmatch(NAME, copy):
+            found.append((where, f"its staging copy would be named {copy!r}, which is "
+                                 + ("another stack" if copy in stack_phase else f"not a valid name ({NAME})")))
+        if isinstance(stack.staging, StagingForm):
+            for key, files in (("compose", stack.staging.override_files()), ("cpu_compose", stack.staging.cpu_files())):
+                for compose in files:
+                    if why := check_relative(compose, "compose file"):
+                        found.append(((*where, key), why))
+                    elif not (root / stack.folder(name) / compose).is_file():
+                        found.append(((*where, key), f"compose file not found: {root / stack.folder(name) / compose}"))
     return found
 
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import sys
 
-from deployments.cli import admin, adopt, deploy, releases, secrets, serve, trust, webhook  # noqa: F401 - they register the commands
+from deployments.cli import (  # noqa: F401 - they register the commands
+    admin,
+    adopt,
+    approvals,
+    deploy,
+    releases,
+    secrets,
+    serve,
+    trust,
+    webhook,
+)
 from deployments.cli.app import app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import sys
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -30,10 +31,12 @@ from deployments.cli.common import (
 )
 from deployments.flow_calls import Outcome
 from deployments.live_view import LiveView
+from model.approval import Environment
 from model.errors import UsageError
 from model.policies import FailurePolicy
 
 POLICIES = get_args(FailurePolicy)
+ENVIRONMENTS = get_args(Environment)
 
 
 @app.command()
@@ -60,12 +63,21 @@ def deploy(inventory: InventoryOption = DEFAULT_INVENTORY, ref: RefOption = None
            on_failure: Annotated[str | None, typer.Option(
                "--on-failure", help="override every phase's policy: halt|rollback-phase|rollback-all|continue")] = None,
            refresh_images: RefreshOption = False, lock_wait: LockWaitOption = 90, as_json: JsonOption = False,
-           verbose: VerboseOption = False) -> None:
-    """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack."""
+           verbose: VerboseOption = False,
+           environment: Annotated[str, typer.Option(
+               "--environment", "-e", help="production: staging, smoke tests, approval, then production; "
+                                           "staging: stop after the smoke tests")] = "production",
+           skip_staging: Annotated[bool, typer.Option(
+               "--skip-staging", help="no staging copy and no smoke tests (audited)")] = False,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="pass the approval gate (audited)")] = False) -> None:
+    """Run the deploy-homelab flow (tracked by the Prefect server) and print a result per stack.
+    Exit 7 when the run was not approved (rejected or timed out): production is untouched."""
     if on_failure is not None and on_failure not in POLICIES:
         raise fail(UsageError(f"--on-failure must be one of {', '.join(POLICIES)}"))
+    if environment not in ENVIRONMENTS:
+        raise fail(UsageError(f"--environment must be one of {', '.join(ENVIRONMENTS)}"))
     params = dict(ref=ref, only=only or None, prune=prune, on_failure=on_failure, refresh_images=refresh_images,
-                  lock_wait_s=lock_wait)
+                  lock_wait_s=lock_wait, environment=environment, skip_staging=skip_staging, yes=yes)
     view = LiveView.for_terminal(not as_json)
     outcome = hand_over("deploy", inventory, params, verbose=verbose, view=view) \
         or deploy_here(inventory, params, verbose=verbose, view=view)
@@ -92,7 +104,12 @@ def deploy_here(inventory: Path, params: dict, *, verbose: bool, view: LiveView 
         await asyncio.to_thread(importlib.import_module, "flows.deploy")
         await warming
         flow_calls.console_level(verbose)
-        with progress.listening(lambda p: view.update(p.to_json()) if view else None):
+        def say(text: str) -> None:
+            if view:
+                view.clear()
+            print(text, file=sys.stderr, flush=True)
+
+        with progress.listening(lambda p: view.update(p.to_json()) if view else None, say):
             return await flow_calls.deploy(api_url, {**params, "inventory": str(inventory.absolute())})
 
     try:
@@ -103,6 +120,9 @@ def deploy_here(inventory: Path, params: dict, *, verbose: bool, view: LiveView 
 
 
 def print_deploy_report(report: dict) -> None:
+    if report["result"] == "not-approved":
+        print(f"NOT APPROVED: {report.get('reason')}; production untouched (commit {report.get('commit')})")
+        return
     rows = [[s["phase"], s["host"], s["stack"], s["action"], s["result"], f"{s['duration_s']:.1f}s",
              (s.get("error") or s.get("reason") or "")[:90]] for s in report["stacks"]]
     print(table(rows, ["PHASE", "HOST", "STACK", "ACTION", "RESULT", "TIME", "DETAIL"]))
@@ -112,7 +132,10 @@ def print_deploy_report(report: dict) -> None:
             print(f"health output:\n{failure['probe_output']}")
         if failure.get("logs"):
             print(f"container logs (tail):\n{failure['logs'][-3000:]}")
-    print(f"\n{report['result'].upper()} in {report['wall_s']:.1f}s (commit {report.get('commit')})")
+    for smoke in report.get("smoke", []):
+        print(f"smoke {'ok  ' if smoke['ok'] else 'FAIL'} {smoke['stack']}: {smoke['check']}: {smoke['detail']}")
+    where = f" [{report['environment']}]" if report.get("environment") else ""
+    print(f"\n{report['result'].upper()}{where} in {report['wall_s']:.1f}s (commit {report.get('commit')})")
 
 
 @app.command()

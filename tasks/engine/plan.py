@@ -27,9 +27,10 @@ class Change:
     action: Action
     reason: str
     current_release: str | None = None
+    current_images: tuple[str, ...] = ()  # image references of the current release
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "current_release"}
+        return {k: v for k, v in asdict(self).items() if k not in ("current_release", "current_images")}
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def make_plan(desired: DesiredState, surveys: dict[str, HostSurvey], *, full: bo
                                    surveys[host], why))
     phases = tuple(dict.fromkeys(stack.phase for stack in desired.stacks.values()))
     if full:
-        placed = {(host, stack.name) for stack in desired.stacks.values() for host in stack.hosts}
+        placed = desired.placements()
         for host, facts in surveys.items():
             for name, record in sorted(facts.releases.items()):
                 if (host, name) not in placed and record.status != "removed":
@@ -104,7 +105,8 @@ def _decide(phase: str, host: str, stack: str, services: tuple[str, ...], want_h
     elif forced:
         reason = f"{reason}; {forced}"
     return Change(phase=phase, host=host, stack=stack, action=action, reason=reason,
-                  current_release=record.id if record else None)
+                  current_release=record.id if record else None,
+                  current_images=tuple(sorted(record.images)) if record else ())
 
 
 def _judge(stack: str, services: tuple[str, ...], want_hash: str, facts: HostSurvey,

@@ -29,16 +29,29 @@ class Progress:
 
 
 Listener = Callable[[Progress], None]
+Announcer = Callable[[str], None]
 _listener: contextvars.ContextVar[Listener | None] = contextvars.ContextVar("homelab_progress", default=None)
+_announcer: contextvars.ContextVar[Announcer | None] = contextvars.ContextVar("homelab_announce", default=None)
 
 
 @contextlib.contextmanager
-def listening(listener: Listener) -> Iterator[None]:
+def listening(listener: Listener, announcer: Announcer | None = None) -> Iterator[None]:
     token = _listener.set(listener)
+    said = _announcer.set(announcer)
     try:
         yield
     finally:
+        _announcer.reset(said)
         _listener.reset(token)
+
+
+def announce(text: str) -> None:
+    """A line the person running the command must see (e.g. the run waits for approval, and
+    how to give it); never fails the run."""
+    announcer = _announcer.get()
+    if announcer is not None:
+        with contextlib.suppress(Exception):
+            announcer(text)
 
 
 def note(phase: str, host: str, stack: str, step: str) -> None:

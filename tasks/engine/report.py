@@ -132,7 +132,7 @@ class DeployReport(RunReport):
     def markdown(self) -> str:
         rows = [[s.phase, s.host, s.stack, s.action, s.result, f"{s.duration_s:.1f}", (s.error or s.reason or "")]
                 for s in self.stacks]
-        out = [f"# Deploy {self.summary()}", f"source `{self.source}` commit `{self.commit}`", "",
+        out = [f"# {self.kind.capitalize()} {self.summary()}", f"source `{self.source}` commit `{self.commit}`", "",
                markdown_table(["phase", "host", "stack", "action", "result", "s", "detail"], rows)]
         for s in self.failures:
             out += ["", f"## {s.stack} on {s.host} failed", "", s.error or "",

@@ -11,12 +11,17 @@ on a half-deployed release. Then the phase's policy decides:
 - ``rollback-phase``: also undo every stack this phase changed; stop.
 - ``rollback-all``: undo everything this run changed, in reverse; stop.
 - ``continue``: keep going with the phases that do not depend on the failed one.
+
+A run may end with a ``verify`` step (staging's smoke tests): once every phase passed, and before
+anything is committed. The stacks it fails are ``failed``, and everything the run changed is
+undone, as with ``rollback-all``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from model.desired import DesiredState
@@ -32,6 +37,9 @@ from tasks.engine.step_set import PLAIN_STEPS, Steps
 from tasks.engine.undo import RollbackJournal
 from tasks.host_commands.survey import HostSurvey
 
+# (pool, results) -> {(host, stack): why it failed}; empty when all is well
+Verify = Callable[[HostPool, list[StackResult]], Awaitable[dict[tuple[str, str], str]]]
+
 
 @dataclass(kw_only=True)
 class Rollout:
@@ -44,6 +52,7 @@ class Rollout:
     on_failure: str | None = None  # overrides every phase's policy
     journal: RollbackJournal = field(default_factory=RollbackJournal)
     snapshot_log: SnapshotLog = field(default_factory=SnapshotLog)
+    verify: Verify | None = None
 
     def policy(self, phase: str) -> str:
         if self.on_failure:
@@ -86,10 +95,25 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
             if any(r.result == "failed" for r in phase_results):
                 failed_phases.append(phase)
                 stop_reason = await _apply_policy(run.policy(phase), phase, kept)
+        if run.verify is not None and not failed_phases:
+            results = await _verified(run, results, kept)
     finally:
         # Whatever the policy did not undo is kept.
         await asyncio.gather(*(h.commit() for phase_held in kept for h in [*phase_held.stacks, *phase_held.snapshots]))
     return _with_rollbacks(results, run.journal)
+
+
+async def _verified(run: Rollout, results: list[StackResult], kept: list[PhaseHeld]) -> list[StackResult]:
+    assert run.verify is not None
+    try:
+        failures = await run.verify(run.pool, results)
+    except Exception as exc:  # a broken check must not keep an unverified release
+        failures = {(r.host, r.stack): f"verification could not run: {exc!r}" for r in results}
+    if not failures:
+        return results
+    await _unwind(kept)
+    return [replace(r, result="failed", error=failures[(r.host, r.stack)]) if (r.host, r.stack) in failures else r
+            for r in results]
 
 
 async def _apply_policy(policy: str, phase: str, kept: list[PhaseHeld]) -> str | None:

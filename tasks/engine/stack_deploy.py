@@ -64,7 +64,7 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
     state_dir = inv.state_dir(host)
     previous = run.surveys[host].releases.get(stack.name)
     started = time.monotonic()
-    record = new_record(run, stack, host, new_release_id())
+    record = new_record(run.desired, run.flow_run_id, stack, host, new_release_id())
     undo = StackUndo(pool=run.pool, journal=run.journal, host=host, state_dir=state_dir, stack=stack.name,
                      release=record.id, previous=previous, undone_files=record.files,
                      services=tuple(previous.services) if previous else (),
@@ -91,12 +91,12 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
     return Outcome(result, undo.run if attempt.armed else None, failed=bool(error))
 
 
-def new_record(run: StackRun, stack: DesiredStack, host: str, release: str) -> ReleaseRecord:
+def new_record(desired: DesiredState, flow_run_id: str | None, stack: DesiredStack, host: str,
+               release: str) -> ReleaseRecord:
     """The record of the release about to be made; images and status are filled in after."""
-    desired = run.desired
     return ReleaseRecord(
         id=release, stack=stack.name, host=host, commit=desired.commit, config_hash=stack.config_hash,
-        images={}, created_at=utc_now(), flow_run_id=run.flow_run_id, status="pending", source=desired.source,
+        images={}, created_at=utc_now(), flow_run_id=flow_run_id, status="pending", source=desired.source,
         services=list(stack.services), secret_versions=stack.secret_versions, env_files=sorted(stack.env_files),
         files=stack.files.manifest(), compose_files=list(stack.compose.compose_files),
         profiles=list(stack.compose.profiles), env=dict(stack.compose.env), project_dir=stack.project_dir,

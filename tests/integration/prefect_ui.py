@@ -82,10 +82,11 @@ def deployment(ui_url: str, flow_name: str, deployment_name: str) -> dict:
     return _api_get(ui_url, f"/deployments/name/{flow_name}/{deployment_name}")
 
 
-def _field_block(page: Page, label: str) -> Locator:
+def _field_block(page: Page | Locator, label: str) -> Locator:
     """The form block of one parameter: the nearest element around its ``<label>`` that also
     holds the input's ``<fieldset>``. Both UIs render ``<label>ref (Optional)</label>``
-    (V1 nests a ``<span>`` and an icon button in it, hence normalize-space)."""
+    (V1 nests a ``<span>`` and an icon button in it, hence normalize-space). ``page`` may be
+    a locator (a dialog) to look only inside it."""
     quoted = json.dumps(label)  # XPath 1.0 string literal; titles have no double quotes
     return page.locator(
         f"xpath=//label[normalize-space()={quoted} or normalize-space()={json.dumps(label + ' (Optional)')}]"
@@ -207,6 +208,71 @@ def wait_for_state(page: Page, ui_url: str, flow_run_id: str, state: str = "Comp
             last_reload = now
         else:
             page.wait_for_timeout(500)
+
+
+def approve_in_ui(ui_url: str, flow_run_id: str, *, approve: bool, approver: str, reason: str,
+                  timeout_s: float = 60, ui: str = "v1", page: Page | None = None) -> str:
+    """Answer a run paused by ``flows.approval.ask_approval`` as a person does in the UI: open
+    the run's page, click Resume, set the "Approve" switch, type ``approver`` into "Your name"
+    and ``reason`` into "Reason", submit; return once the server no longer has the run Paused.
+
+    Returns the modal's visible text (``inner_text``: the pause description rendered from
+    markdown, then the form's labels), so a caller can assert the plan was shown.
+
+    Where things are (3.9.1):
+
+    * V1 (``/runs/flow-run/<id>``): a "Resume" button in the run header (only while the run is
+      paused) opens a ``role=dialog`` "Resume Flow Run" modal whose footer has "Submit" / "Close";
+    * V2 (``/v2/runs/flow-run/<id>``): no header button; the header's unnamed ⋮ menu button
+      (``aria-haspopup=menu``, the only one on the page) holds a "Resume" menuitem, and the
+      dialog's buttons are "Cancel" / "Resume";
+    * both render the description (markdown: heading, table) above the form, and the form's
+      labels are ``"<title> (Optional)"`` with a ``role=switch`` for bools and a textarea for
+      strs, so ``_field_block``/``_fill_field`` work inside the dialog.
+
+    The UI posts ``/api/flow_runs/<id>/resume`` with the form as ``run_input``; a validation
+    failure comes back 200 with ``status != "ACCEPT"`` (raised here), a busy SQLite as 503
+    (submitted again, like ``start_run_from_form``). Without ``page``, a fresh browser
+    (``open_browser``) is used and closed."""
+    if page is None:
+        with open_browser() as fresh:
+            return approve_in_ui(ui_url, flow_run_id, approve=approve, approver=approver, reason=reason,
+                                 timeout_s=timeout_s, ui=ui, page=fresh)
+    deadline = time.monotonic() + timeout_s
+    page.goto(f"{_base(ui_url, ui)}/runs/flow-run/{flow_run_id}")
+    if ui == "v2":
+        page.locator("button[aria-haspopup=menu]").first.click()
+        page.get_by_role("menuitem", name="Resume", exact=True).click()
+    else:
+        page.get_by_role("button", name="Resume", exact=True).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Resume Flow Run")
+    submit = dialog.get_by_role("button", name=re.compile(r"^\s*(Submit|Resume)\s*$"))
+    submit.wait_for()
+    _field_block(dialog, "Approve").get_by_role("switch").wait_for()
+    shown = dialog.inner_text()
+    _fill_field(page, _field_block(dialog, "Approve"), "true" if approve else "false")
+    _fill_field(page, _field_block(dialog, "Your name"), approver)
+    _fill_field(page, _field_block(dialog, "Reason"), reason)
+    for _attempt in range(3):
+        with page.expect_response(
+                lambda r: r.request.method == "POST" and r.url.endswith(f"/flow_runs/{flow_run_id}/resume")) as sent:
+            submit.click()
+        resp = sent.value
+        if resp.status != 503:
+            break
+        time.sleep(1)
+    if not resp.ok:
+        raise AssertionError(f"the UI's resume failed: {resp.status} {resp.text()}")
+    result = resp.json()
+    if result.get("status") != "ACCEPT":
+        raise AssertionError(f"the server did not accept the UI's answer: {result}")
+    while True:
+        state = (_api_get(ui_url, f"/flow_runs/{flow_run_id}").get("state") or {}).get("type")
+        if state != "PAUSED":
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"flow run {flow_run_id} still Paused {timeout_s:.0f}s after the UI's answer")
+        time.sleep(0.3)
 
 
 def screenshot(page: Page, path: str | Path) -> Path:

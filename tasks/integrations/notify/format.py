@@ -20,6 +20,7 @@ LABELS = {
     Kind.SUCCEEDED: ("✅", "Deploy succeeded"),
     Kind.FAILED: ("❌", "Deploy failed"),
     Kind.ROLLED_BACK: ("↩️", "Rolled back"),
+    Kind.NOT_APPROVED: ("🛑", "Not approved"),
 }
 TITLE_MAX = 200
 SUMMARY_MAX = 1500

@@ -12,6 +12,7 @@ class Kind(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ROLLED_BACK = "rolled-back"
+    NOT_APPROVED = "not-approved"
 
 
 @dataclass(frozen=True)
