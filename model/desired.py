@@ -18,7 +18,7 @@ from model.inventory import Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
 from model.stack_files import StackFiles, collect_stack_files
-from model.staging import production_name, smoke_checks, staging_inventory
+from model.staging import HasFile, production_name, production_stack, smoke_checks, staging_inventory
 from model.trust import TrustRefused, admit, check_inventory
 
 
@@ -157,9 +157,12 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
             raise InventoryError([f"--only: unknown stack(s) {', '.join(unknown)} "
                                   f"(known: {', '.join(phase_of)})"])
         root = tree.inventory.parent
-        stacks = _desired_stacks(inventory, root, tree.display, only)
-        staged = staging_inventory(inventory, lambda name, path: (root / inventory.stack(name).folder(name) / path)
-                                   .is_file())
+
+        def has_file(name: str, path: str) -> bool:
+            return (root / inventory.stack(name).folder(name) / path).is_file()
+
+        stacks = _desired_stacks(inventory, root, tree.display, only, has_file)
+        staged = staging_inventory(inventory, has_file)
         staging_stacks = _desired_stacks(staged, root, tree.display, [f"{n}-staging" for n in only] if only else None)
         _check_smoke_services(inventory, staging_stacks)
         staging = DesiredState(inventory=staged, source=tree.display, commit=tree.commit, stacks=staging_stacks,
@@ -177,8 +180,10 @@ def _check_smoke_services(inventory: Inventory, staged: dict[str, DesiredStack])
         raise InventoryError(wrong)
 
 
-def _desired_stacks(inventory: Inventory, root: Path, display: str, only: list[str] | None) -> dict[str, DesiredStack]:
-    """Every stack of ``inventory`` (or those in ``only``), in phase order; all problems at once."""
+def _desired_stacks(inventory: Inventory, root: Path, display: str, only: list[str] | None,
+                    has_file: HasFile | None = None) -> dict[str, DesiredStack]:
+    """Every stack of ``inventory`` (or those in ``only``), in phase order; all problems at once.
+    With ``has_file`` (production), a stack never ships the files only its staging copy uses."""
     stacks: dict[str, DesiredStack] = {}
     problems: list[str] = []
     for phase_name in inventory.phase_order():
@@ -186,7 +191,8 @@ def _desired_stacks(inventory: Inventory, root: Path, display: str, only: list[s
             if only and name not in only:
                 continue
             try:
-                stacks[name] = desired_stack(root, display, name, phase_name, stack)
+                shipped = production_stack(name, stack, has_file) if has_file else stack
+                stacks[name] = desired_stack(root, display, name, phase_name, shipped)
             except InventoryError as exc:
                 problems += exc.problems
     if problems:

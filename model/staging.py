@@ -30,6 +30,21 @@ def staging_form(stack: Stack) -> StagingForm:
     return stack.staging if isinstance(stack.staging, StagingForm) else StagingForm()
 
 
+def staging_files(name: str, stack: Stack, has_file: HasFile) -> list[str]:
+    """The override files only the staging copy uses: production never ships them, so adding
+    or changing a staging form does not redeploy production."""
+    if stack.staging is False:
+        return []
+    form = staging_form(stack)
+    named = form.override_files() or ([DEFAULT_OVERRIDE] if has_file(name, DEFAULT_OVERRIDE) else [])
+    return [f for f in [*named, *form.cpu_files()] if f not in stack.compose_files(name)]
+
+
+def production_stack(name: str, stack: Stack, has_file: HasFile) -> Stack:
+    extra = staging_files(name, stack, has_file)
+    return stack.model_copy(update={"exclude": [*stack.exclude, *extra]}) if extra else stack
+
+
 def staged_stack(inv: Inventory, name: str, stack: Stack, has_file: HasFile) -> Stack | None:
     """The stack's staging copy, placed on the staging host; None if it has none. Absent
     ``staging:`` means staged only if the folder has ``compose.staging.yaml``."""

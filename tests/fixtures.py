@@ -114,11 +114,14 @@ class ControlProcess:
     """``homelab serve`` as a user starts it, in its own HOMELAB_HOME (so the other CLI tests
     do not hand their work to it), with the webhook on a free loopback port."""
 
-    def __init__(self, inventory: Path, home: Path):
+    def __init__(self, inventory: Path, home: Path, *, args: tuple[str, ...] = (),
+                 extra_env: dict[str, str] | None = None):
         from tests.conftest import _free_port
 
         self.inventory = inventory
         self.home = home
+        self.args = args  # more `homelab serve` options (e.g. --branch)
+        self.extra_env = extra_env or {}
         self.webhook_port = _free_port()
         self.log = home / "serve-test.log"
         self.process: subprocess.Popen | None = None
@@ -126,7 +129,8 @@ class ControlProcess:
     @property
     def env(self) -> dict[str, str]:
         """The environment of a CLI that talks to this control process."""
-        return {**os.environ, "HOMELAB_HOME": str(self.home), "HOMELAB_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        return {**os.environ, "HOMELAB_HOME": str(self.home), "HOMELAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                **self.extra_env}
 
     @property
     def webhook_url(self) -> str:
@@ -138,7 +142,7 @@ class ControlProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "deployments.cli", "serve", "-i", str(self.inventory),
-                 "--webhook-port", str(self.webhook_port)],
+                 "--webhook-port", str(self.webhook_port), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**self.env, "PREFECT_LOGGING_LEVEL": "INFO"})  # Prefect's default: the run log reaches the UI
         socket = self.home / "serve" / "control.sock"

@@ -100,3 +100,30 @@ def test_the_lab_commands_come_from_the_lab_plugin(lab_inventory: Path) -> None:
     hosts = json.loads(done.stdout)
     assert set(hosts) == {"vps", "thinkpad", "rtx1080"}
     assert all(h["up"] and h["sshd"] and h["engine"] for h in hosts.values())
+
+
+@pytest.mark.lab
+@pytest.mark.usefixtures("prefect_api")
+def test_a_deploy_waiting_at_the_gate_says_how_to_answer_and_exits_7_when_rejected(clean_lab: Path) -> None:
+    import re
+    import time
+
+    deploying = subprocess.Popen([*HOMELAB, "deploy", "-i", str(clean_lab), "--ref", "v4-staged", "--only",
+                                  "newsletter", "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**os.environ, "HOMELAB_APPROVAL_POLL_S": "0.5"})
+    assert deploying.stderr is not None
+    said, deadline = "", time.monotonic() + 180
+    while "homelab approve" not in said and time.monotonic() < deadline:
+        said += deploying.stderr.readline()
+    found = re.search(r"homelab approve ([0-9a-f-]{36})", said)
+    assert found, said
+    assert re.search(r"Prefect UI: http://127\.0\.0\.1:\d+/runs/flow-run/" + found.group(1), said), said
+    pending = json.loads(homelab("pending", "--json").stdout)["runs"]
+    assert [r["flow_run_id"] for r in pending] == [found.group(1)]
+    rejected = homelab("approve", found.group(1), "--reject", "--reason", "wrong night")
+    assert rejected.returncode == 0, rejected.stderr
+    out, _ = deploying.communicate(timeout=120)
+    assert deploying.returncode == 7, out
+    report = json.loads(out)
+    assert report["result"] == "not-approved" and report["reason"] == "wrong night"
+    assert homelab("pending", "--json").stdout.count("flow_run_id") == 0
