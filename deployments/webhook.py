@@ -52,7 +52,9 @@ SECRET_ENV = "HOMELAB_WEBHOOK_SECRET"
 SECRET_BLOCK = "github-webhook-secret"
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 DEADLINE_S = 8.0  # GitHub gives up after 10 s
-SUPERSEDABLE = ("Scheduled", "Late", "AwaitingConcurrencySlot")
+# A newer push supersedes older pushes' runs that have not started, and those that wait for
+# approval ("Paused"): approving an older push later would deploy an older commit.
+SUPERSEDABLE = ("Scheduled", "Late", "AwaitingConcurrencySlot", "Paused")
 TAG = WEBHOOK_TAG  # the flow reads its trigger from it (approval policy)
 ACCEPTED_TYPES = ("application/json", "application/x-www-form-urlencoded")
 _DELIVERY = re.compile(r"[A-Za-z0-9-]{1,64}")  # GitHub sends a GUID
@@ -245,7 +247,7 @@ class Receiver:
         )
         from prefect.client.schemas.responses import SetStateStatus
         from prefect.exceptions import ObjectNotFound
-        from prefect.states import Cancelled
+        from prefect.states import Cancelled, Cancelling
 
         client = self.client
         deployment_id = await self._deployment()
@@ -266,8 +268,10 @@ class Receiver:
         if run.id in older_ids or run.state is None or run.state.name != "Scheduled":
             return await asyncio.to_thread(self.store.put, delivery, str(run.id)), True, []
         message = f"superseded by push {ref[:7]} (delivery {delivery})"
-        results = await asyncio.gather(*(client.set_flow_run_state(r.id, Cancelled(message=message))
-                                         for r in older), return_exceptions=True)
+        # A paused run's process is alive (it waits for the answer): Cancelling has its runner end it.
+        results = await asyncio.gather(*(client.set_flow_run_state(
+            r.id, (Cancelling if r.state and r.state.is_paused() else Cancelled)(message=message))
+            for r in older), return_exceptions=True)
         cancelled = []
         for older_run, result in zip(older, results, strict=True):
             if isinstance(result, BaseException) or result.status != SetStateStatus.ACCEPT:

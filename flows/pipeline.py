@@ -106,7 +106,8 @@ class Pipeline:
             return await self._production(desired, self.full)
 
         plan = await preview_plan(desired, full=self.full, refresh_images=self.deploy["refresh_images"])
-        changed = [c for c in plan.pending if c.phase != ORPHANS] if self.full else plan.pending
+        changed = [c for c in plan.pending if c.phase != ORPHANS]
+        pending = [c for c in plan.pending if c.phase != ORPHANS or self.deploy["prune"]]  # what production does
         smoke: list[SmokeResult] = []
         if staging is not None:
             names = self._to_stage(staging, changed)
@@ -116,7 +117,7 @@ class Pipeline:
             return self.notes["staging_report"]
 
         needed, why = approval_needed(policy, environment=self.environment, trigger=self.trigger,
-                                      changed_phases={c.phase for c in plan.pending}, yes=yes)
+                                      changed_phases={c.phase for c in pending}, yes=yes)
         self.notes["approval"] = {"needed": needed, "why": why}
         if not needed:
             if yes and self.trigger == "manual":
@@ -125,7 +126,7 @@ class Pipeline:
         markdown = approval_markdown(plan, desired, trigger=self.trigger, why=why,
                                      smoke_table=smoke_table_markdown(smoke) if smoke else "",
                                      staging_note=self._staging_note())
-        decision = await self._ask(markdown, plan_summary(plan.pending, desired.commit), policy.timeout_s)
+        decision = await self._ask(markdown, plan_summary(pending, desired.commit), policy.timeout_s)
         if not decision.approved:
             return self._not_approved(decision)
         if decision.phases:

@@ -51,14 +51,16 @@ async def _one_host(pool: HostPool, desired: DesiredState, steps: Steps, journal
         if target.id == current[stack]:
             rows.append(RestoreResult(**row, result="unchanged", detail="already the current release"))
             continue
-        spec = inv.stack(stack) if stack in desired.stacks else None
+        # a staging copy's checks are in the staging inventory
+        home = desired.staging if desired.staging and stack in desired.staging.stacks else desired
+        spec = home.inventory.stack(stack) if stack in home.stacks else None
         undone = next((r for r in records.get(stack, []) if r.id == current[stack]), None)
         await steps.restore(StackUndo(
             pool=pool, journal=journal, host=host, state_dir=inv.state_dir(host), stack=stack,
             release=current[stack] or "", previous=target, undone_files=undone.files if undone else {},
             services=tuple(target.services),
             checks=spec.health.checks if spec else [],
-            health_timeout_s=inv.health_timeout_s(stack) if spec else inv.defaults.health_timeout_s))
+            health_timeout_s=home.inventory.health_timeout_s(stack) if spec else inv.defaults.health_timeout_s))
         ok = (host, stack) not in journal.failed
         rows.append(RestoreResult(**row, result="restored" if ok else "failed", detail=journal.entries[(host, stack)]))
     return rows

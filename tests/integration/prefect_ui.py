@@ -38,7 +38,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page, sync_playwright
+from playwright.sync_api import Locator, Page, Response, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 CHROMIUM = "/usr/bin/chromium"
@@ -154,20 +154,25 @@ def start_run_from_form(page: Page, ui_url: str, flow_name: str, deployment_name
     for name, value in params.items():
         title = (props.get(name) or {}).get("title") or name
         _fill_field(page, _field_block(page, title), value)
-    # Prefect on SQLite answers 503 when its database is busy (SQLITE_BUSY_SNAPSHOT does not
-    # wait for busy_timeout); nothing was created, the UI shows a toast and stays on the form,
-    # and a person clicks Submit again. So does this, twice at most.
+    resp = _submit(page, page.get_by_role("button", name="Submit", exact=True), "/create_flow_run")
+    return resp.json()["id"]
+
+
+def _submit(page: Page, button: Locator, endpoint: str) -> Response:
+    """Click ``button`` and return the UI's POST to ``endpoint``. Prefect on SQLite answers 503
+    when its database is busy (SQLITE_BUSY_SNAPSHOT does not wait for busy_timeout); nothing
+    happened, the UI shows a toast and stays on the form, and a person clicks again. So does
+    this, twice at most."""
     for _attempt in range(3):
-        with page.expect_response(
-                lambda r: r.request.method == "POST" and "/create_flow_run" in r.url) as created:
-            page.get_by_role("button", name="Submit", exact=True).click()
-        resp = created.value
+        with page.expect_response(lambda r: r.request.method == "POST" and endpoint in r.url) as sent:
+            button.click()
+        resp = sent.value
         if resp.status != 503:
             break
         time.sleep(1)
     if not resp.ok:
-        raise AssertionError(f"the UI's create_flow_run failed: {resp.status} {resp.text()}")
-    return resp.json()["id"]
+        raise AssertionError(f"the UI's POST {endpoint} failed: {resp.status} {resp.text()}")
+    return resp
 
 
 _STATE_TEXT = re.compile("^(" + "|".join(STATE_NAMES) + ")$")
@@ -253,17 +258,7 @@ def approve_in_ui(ui_url: str, flow_run_id: str, *, approve: bool, approver: str
     _fill_field(page, _field_block(dialog, "Approve"), "true" if approve else "false")
     _fill_field(page, _field_block(dialog, "Your name"), approver)
     _fill_field(page, _field_block(dialog, "Reason"), reason)
-    for _attempt in range(3):
-        with page.expect_response(
-                lambda r: r.request.method == "POST" and r.url.endswith(f"/flow_runs/{flow_run_id}/resume")) as sent:
-            submit.click()
-        resp = sent.value
-        if resp.status != 503:
-            break
-        time.sleep(1)
-    if not resp.ok:
-        raise AssertionError(f"the UI's resume failed: {resp.status} {resp.text()}")
-    result = resp.json()
+    result = _submit(page, submit, f"/flow_runs/{flow_run_id}/resume").json()
     if result.get("status") != "ACCEPT":
         raise AssertionError(f"the server did not accept the UI's answer: {result}")
     while True:

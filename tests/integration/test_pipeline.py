@@ -136,13 +136,17 @@ async def test_homelab_approve_and_reject_answer_the_gate(clean_lab: Path,
     again = cli("approve", run_id, check=False)
     assert again.returncode == 2 and "is not waiting for approval" in again.stderr
 
-    running = asyncio.create_task(deploy(clean_lab, ref="v4-staged", only=["newsletter"]))
+    # Approved for one phase only: redis (foundation) stays out of production.
+    running = asyncio.create_task(deploy(clean_lab, ref="v4-staged", only=["newsletter", "redis"]))
     run_id = await paused_run()
-    assert "newsletter-staging" in staging_env_ids()  # the staged copy is current: staging is a no-op now
-    cli("approve", run_id, "--reason", "ok")
+    assert {"newsletter-staging", "redis-staging"} <= set(staging_env_ids().split())
+    cli("approve", run_id, "--reason", "ok", "--phase", "edge")
     state, report = await asyncio.wait_for(running, 120)
     assert report["result"] == "success", report
+    assert report["approval"]["phases"] == ["edge"]
+    assert results(report) == {("vps", "newsletter"): "healthy"}
     assert stack_health("vps", "newsletter") == {"web": "healthy"}
+    assert current_release("rtx1080", "redis") is None
 
 
 def staging_env_ids() -> str:
@@ -193,3 +197,36 @@ async def test_healthy_in_staging_but_failing_in_production_follows_the_phase_po
     assert current_release("vps", "newsletter") is None
     assert stack_health("thinkpad", "newsletter-staging") == {"web": "healthy"}
     assert audit_events("approval.skipped")[-1]["why"] == "--yes"
+
+
+async def test_a_staging_copy_is_rolled_back_on_its_own(clean_lab: Path) -> None:
+    from flows.rollback import rollback_homelab
+
+    _, first = await deploy(clean_lab, ref="v4-staged", only=["newsletter"], environment="staging")
+    good = current_release("thinkpad", "newsletter-staging")
+    _, second = await deploy(clean_lab, ref="v4-prod-broken", only=["newsletter"], environment="staging")
+    assert first["result"] == second["result"] == "success", second
+    assert current_release("thinkpad", "newsletter-staging") != good
+    state = await rollback_homelab(inventory=str(clean_lab), hosts=["thinkpad"], stacks=["newsletter-staging"],
+                                   return_state=True)
+    assert state.is_completed(), state
+    assert current_release("thinkpad", "newsletter-staging") == good
+    assert current_release("vps", "newsletter") is None
+
+
+async def test_skip_staging_and_yes_are_audited_and_a_hanging_chat_does_not_hang_the_deploy(
+        clean_lab: Path, channels: tuple[TelegramFake, Mailbox]) -> None:
+    from tasks.engine.notify import NOTIFY_TIMEOUT_S
+
+    telegram, mailbox = channels
+    telegram.hang = True
+    began = time.monotonic()
+    _, report = await deploy(clean_lab, ref="v4-staged", only=["newsletter"], skip_staging=True, yes=True)
+    took = time.monotonic() - began
+    assert report["result"] == "success", report
+    assert report["staging"] == {"result": "skipped"} and "smoke" not in report
+    assert not project_container_ids("thinkpad", "newsletter-staging")
+    assert audit_events("staging.skipped")[-1]["flow_run_id"] == report["flow_run_id"]
+    assert audit_events("approval.skipped")[-1]["flow_run_id"] == report["flow_run_id"]
+    assert took < 30 + NOTIFY_TIMEOUT_S, took  # a one-stack deploy; the hung chat costs at most its timeout
+    assert len(mailbox.mails) == 2  # started, succeeded: mail went on while the chat hung

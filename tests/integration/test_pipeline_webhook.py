@@ -60,6 +60,13 @@ def newsletter_edition(host: str = "vps", stack: str = "newsletter") -> str | No
     return next((line.split("=", 1)[1] for line in env.split() if line.startswith("EDITION=")), None)
 
 
+async def states_of(run_id: str) -> list:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_flow_run_states(uuid.UUID(run_id))
+
+
 def telegram_kinds(telegram: TelegramFake) -> list[str]:
     return [m["raw"].split("\n", 1)[0] for m in telegram.messages]
 
@@ -119,3 +126,22 @@ def test_a_push_whose_smoke_test_fails_never_reaches_production(pipeline_control
     assert "staging failed, production untouched" in (run.state.message or "")
     assert not project_container_ids("thinkpad", "newsletter-staging")  # its first staging release: removed
     assert not any(stack == "newsletter" for _, stack in deployed_commits())  # a clean lab: nothing in production
+
+
+def test_a_newer_push_supersedes_one_that_waits_for_approval(pipeline_control: ControlProcess,
+                                                             clean_lab: Path) -> None:
+    """Approving the older push later would deploy an older commit: it is cancelled instead."""
+    v2, staged, broken = (commits_at(clean_lab, tag) for tag in ("v2", "v4-staged", "v4-prod-broken"))
+    older = push(pipeline_control, v2, staged)
+    assert asyncio.run(paused_run()) == older
+    newer = push(pipeline_control, staged, broken)
+    run, _ = asyncio.run(wait_final(uuid.UUID(older), timeout_s=120))
+    assert run.state.is_cancelled(), run.state  # its runner ended the waiting process
+    assert any("superseded by push" in (state.message or "") for state in asyncio.run(states_of(older)))
+    assert asyncio.run(paused_run()) == newer
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(uuid.UUID(newer), run_input={"approve": False, "reason": "test over", "approver": "carol"})
+    run, _ = asyncio.run(wait_final(uuid.UUID(newer), timeout_s=120))
+    assert run.state.name == "NotApproved", run.state
+    assert not any(stack == "newsletter" for _, stack in deployed_commits())  # production never changed

@@ -74,7 +74,9 @@ async def test_the_four_deployments_with_their_form_schedule_and_limits(control_
     form = found["deploy-homelab/deploy"].parameter_openapi_schema["properties"]
     assert "inventory" not in form  # the control process pins it
     assert {name: field["title"] for name, field in form.items() if name != "refresh_images"} == {
-        "ref": "Git ref", "only": "Only these stacks", "on_failure": "Failure policy", "dry_run": "Dry run"}
+        "ref": "Git ref", "only": "Only these stacks", "on_failure": "Failure policy", "dry_run": "Dry run",
+        "environment": "Environment", "skip_staging": "Skip staging"}
+    assert form["environment"]["default"] == "production"  # the UI's Run starts the release pipeline
     assert all(field.get("description") for field in form.values())
     assert form["dry_run"]["default"] is False and form["ref"]["default"] is None
 
