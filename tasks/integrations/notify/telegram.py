@@ -29,6 +29,7 @@ from tasks.integrations.notify.errors import NotifyError
 from tasks.integrations.notify.hints import telegram_explain, telegram_reach_hint, telegram_tls_hint
 from tasks.integrations.notify.html import fit_html
 from tasks.integrations.notify.settings import TELEGRAM_BLOCK, TelegramSettings, check_telegram
+from tasks.integrations.request_errors import network_cause
 
 log = logging.getLogger("homelab.notify")
 
@@ -173,11 +174,4 @@ def _reason(exc: BaseException) -> str:
             return "connection refused"
         if isinstance(inner, OSError) and inner.strerror:
             return inner.strerror.lower()
-    text = str(exc).lower()
-    if "refused" in text:
-        return "connection refused"
-    if "name or service not known" in text or "name resolution" in text or "nodename" in text:
-        return "the host name does not resolve"
-    if "unreachable" in text:
-        return "network is unreachable"
-    return type(exc).__name__
+    return network_cause(str(exc)) or type(exc).__name__

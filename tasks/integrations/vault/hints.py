@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tasks.integrations.request_errors import innermost, reason_text
+from tasks.integrations.request_errors import innermost, network_cause, reason_text
 from tasks.integrations.tls import untrusted_hint
 from tasks.integrations.vault.settings import APPROLE_MOUNT, BLOCK_NAME
 
@@ -99,16 +99,4 @@ def tls_hint(addr: str, ca_cert: str | None) -> str:
 
 def connection_reason(exc: BaseException) -> str:
     """'connection refused', 'name does not resolve', ... from a requests ConnectionError, on one line."""
-    text = reason_text(exc)
-    low = text.lower()
-    if "refused" in low:
-        return "connection refused"
-    if "name or service not known" in low or "nodename nor servname" in low or "name resolution" in low:
-        return "the host name does not resolve"
-    if "no route to host" in low:
-        return "no route to host"
-    if "network is unreachable" in low:
-        return "network is unreachable"
-    if "reset by peer" in low or "remotedisconnected" in low or "aborted" in low:
-        return "the connection was dropped"
-    return type(innermost(exc)).__name__
+    return network_cause(reason_text(exc)) or type(innermost(exc)).__name__
