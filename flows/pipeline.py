@@ -83,7 +83,9 @@ class Pipeline:
         self.deploy = deploy
         self.full = full
         self.started = time.monotonic()
-        self.notes: dict = {"environment": environment, "trigger": trigger}
+        self.notes: dict = {"environment": environment, "trigger": trigger}  # extra fields of the report
+        self.smoke: list[SmokeResult] = []
+        self.staging_report: dict | None = None
 
     def _audit(self, event: str, **fields: object) -> None:
         audit.append(event, flow_run_id=self.run_id, commit=self.desired.commit, trigger=self.trigger, **fields)
@@ -108,13 +110,13 @@ class Pipeline:
         plan = await preview_plan(desired, full=self.full, refresh_images=self.deploy["refresh_images"])
         changed = [c for c in plan.pending if c.phase != ORPHANS]
         pending = [c for c in plan.pending if c.phase != ORPHANS or self.deploy["prune"]]  # what production does
-        smoke: list[SmokeResult] = []
         if staging is not None:
             names = self._to_stage(staging, changed)
             if names:
-                smoke = await self._stage(staging.restricted(names))
+                await self._stage(staging.restricted(names))
         if self.environment == "staging":
-            return self.notes["staging_report"]
+            assert self.staging_report is not None
+            return self.staging_report
 
         needed, why = approval_needed(policy, environment=self.environment, trigger=self.trigger,
                                       changed_phases={c.phase for c in pending}, yes=yes)
@@ -124,7 +126,7 @@ class Pipeline:
                 self._audit("approval.skipped", why="--yes")
             return await self._production(desired, self.full)
         markdown = approval_markdown(plan, desired, trigger=self.trigger, why=why,
-                                     smoke_table=smoke_table_markdown(smoke) if smoke else "",
+                                     smoke_table=smoke_table_markdown(self.smoke) if self.smoke else "",
                                      staging_note=self._staging_note())
         decision = await self._ask(markdown, plan_summary(pending, desired.commit), policy.timeout_s)
         if not decision.approved:
@@ -145,13 +147,13 @@ class Pipeline:
         return [name for name in dict.fromkeys(staging_name(c.stack) for c in changed) if name in staging.stacks]
 
     def _staging_note(self) -> str:
-        report = self.notes.get("staging_report")
+        report = self.staging_report
         if not report:
             return "no stack of this plan has a staging copy"
         stacks = ", ".join(f"{s['stack']} {s['result']}" for s in report["stacks"])
         return f"{report['result']} on {self.desired.inventory.staging_host()}: {stacks}"
 
-    async def _stage(self, staging: DesiredState) -> list[SmokeResult]:
+    async def _stage(self, staging: DesiredState) -> None:
         """Deploy the staging copies, then their smoke tests; any failure undoes the staging run
         and raises DeployFailed (production untouched)."""
         gate = SmokeGate(staging, self.desired.inventory)
@@ -167,19 +169,18 @@ class Pipeline:
             await self._publish_smoke(gate.results)
             failed = replace(report, notes={**report.notes, "smoke": [r.to_json() for r in gate.results],
                                             "production": "untouched"})
-            self.notes["staging_report"] = failed.to_json()
             self.notices.report(failed, "staging (production untouched)")
             self._audit("staging.failed", result="failed")
             raise DeployFailed(f"staging failed, production untouched: {report.summary()}", failed) from None
         await self._publish_smoke(gate.results)
+        self.smoke = gate.results
         self.notes["smoke"] = [r.to_json() for r in gate.results]
-        self.notes["staging_report"] = replace(report, notes={**report.notes, **self.notes}).to_json()
+        self.staging_report = replace(report, notes={**report.notes, **self.notes}).to_json()
         self.notes["staging"] = {"result": "success", "stacks": [
             {"stack": production_name(s.stack), "host": s.host, "result": s.result, "release": s.release}
             for s in report.stacks]}
         if self.environment == "staging":
             self.notices.report(report, "staging")
-        return gate.results
 
     async def _publish_smoke(self, results: list[SmokeResult]) -> None:
         if results:
@@ -190,10 +191,8 @@ class Pipeline:
         await acreate_flow_run_input(key=SUMMARY_KEY, value=summary)
         link = self.notices.link
         self._audit("approval.requested", summary=summary)
-        smoke = self.notes.get("smoke")
         self.notices.send(Kind.APPROVAL_NEEDED, f"{summary}\nApprove in the Prefect UI or run: homelab approve "
-                                                f"{self.run_id}", smoke_table_text([SmokeResult(**r) for r in smoke])
-                          if smoke else "")
+                                                f"{self.run_id}", smoke_table_text(self.smoke) if self.smoke else "")
         progress.announce(f"Waiting for approval (up to {timeout_s:g} s): {summary}\n"
                           f"  Prefect UI: {link or '(no UI URL configured)'}\n"
                           f"  or: homelab approve {self.run_id} [--reject] [--reason TEXT]")
@@ -210,15 +209,12 @@ class Pipeline:
         by = f" by {decision.approver}" if decision.approver else ""
         self.notices.send(Kind.NOT_APPROVED, f"production untouched: {what}{by}: {why}")
         result = {"result": NOT_APPROVED, "flow_run_id": self.run_id, "source": self.desired.source,
-                  "commit": self.desired.commit, "reason": why, **self._public_notes(), "stacks": []}
+                  "commit": self.desired.commit, "reason": why, **self.notes, "stacks": []}
         return Completed(name="NotApproved", message=f"not approved{by}: {why}; production untouched", data=result)
-
-    def _public_notes(self) -> dict:
-        return {k: v for k, v in self.notes.items() if k != "staging_report"}
 
     async def _production(self, desired: DesiredState, full: bool) -> dict:
         try:
-            report = await deploy_locked(desired, started=self.started, full=full, notes=self._public_notes(),
+            report = await deploy_locked(desired, started=self.started, full=full, notes=self.notes,
                                          **self.deploy)
         except DeployFailed as exc:
             if isinstance(exc.report, DeployReport):

@@ -18,7 +18,14 @@ from model.inventory import Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
 from model.stack_files import StackFiles, collect_stack_files
-from model.staging import HasFile, production_name, production_stack, smoke_checks, staging_inventory
+from model.staging import (
+    HasFile,
+    production_name,
+    production_stack,
+    smoke_checks,
+    staging_inventory,
+    staging_name,
+)
 from model.trust import TrustRefused, admit, check_inventory
 
 
@@ -163,7 +170,7 @@ def load_desired_state(inventory_file: str | Path, ref: str | None = None,
 
         stacks = _desired_stacks(inventory, root, tree.display, only, has_file)
         staged = staging_inventory(inventory, has_file)
-        staging_stacks = _desired_stacks(staged, root, tree.display, [f"{n}-staging" for n in only] if only else None)
+        staging_stacks = _desired_stacks(staged, root, tree.display, [staging_name(n) for n in only] if only else None)
         _check_smoke_services(inventory, staging_stacks)
         staging = DesiredState(inventory=staged, source=tree.display, commit=tree.commit, stacks=staging_stacks,
                                inventory_dir=Path(inventory_file).parent) if staging_stacks else None
