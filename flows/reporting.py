@@ -1,11 +1,17 @@
-"""What every run leaves in the Prefect UI: the plan before it changes anything, and its report."""
+"""What every run leaves in the Prefect UI: the plan before it changes anything, its report (and,
+when a stack failed, a failure artifact with its probes and logs), and a one-row summary that
+``homelab history`` reads."""
 
 from __future__ import annotations
 
-from prefect.artifacts import acreate_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
 
 from tasks.engine.plan import Plan
-from tasks.engine.report import RunReport, markdown_table
+from tasks.engine.report import DeployReport, RunReport, markdown_table, masked
+from tasks.engine.run_history import RUN_SUMMARY_KEY
+
+FAILURE_KEY = "deploy-failure"
+NOT_CHANGED = ("unchanged", "not-run")
 
 
 async def publish_plan(plan: Plan) -> None:
@@ -18,3 +24,26 @@ async def publish_plan(plan: Plan) -> None:
 async def publish_report(report: RunReport) -> None:
     await acreate_markdown_artifact(key=f"{report.kind}-report", markdown=report.markdown(),
                                     description=report.summary())
+    if isinstance(report, DeployReport) and report.failures:
+        failed = ", ".join(f"{s.host}/{s.stack}" for s in report.failures)
+        await acreate_markdown_artifact(key=FAILURE_KEY, markdown=report.failure_markdown(),
+                                        description=f"failed: {failed}")
+
+
+def run_summary(report_json: dict, *, environment: str, trigger: str, duration_s: float) -> dict:
+    """The run in one row: what ``homelab history`` shows. ``report_json`` is the run's result
+    (a report's JSON, or the not-approved result); ``changed`` lists the stacks it touched."""
+    changed = [{"host": s.get("host"), "stack": s.get("stack"), "action": s.get("action"), "result": s.get("result"),
+                "from_release": s.get("from_release"), "to_release": s.get("release")}
+               for s in report_json.get("stacks") or [] if s.get("result") not in NOT_CHANGED]
+    return {"commit": report_json.get("commit"), "source": report_json.get("source"), "environment": environment,
+            "trigger": trigger, "result": report_json.get("result", "failed"), "duration_s": round(duration_s, 3),
+            "changed": changed}
+
+
+async def publish_run_summary(summary: dict) -> None:
+    """The summary as a one-row table artifact (key ``run-summary``) of the current flow run."""
+    row = masked(summary)
+    await acreate_table_artifact(key=RUN_SUMMARY_KEY, table=[row],
+                                 description=f"{summary.get('result')}: {len(summary.get('changed') or [])} "
+                                             "stack(s) changed")

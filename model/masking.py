@@ -74,6 +74,16 @@ class SecretMasker:
         pattern = self._pattern  # one read: another thread may swap it
         return text if pattern is None else pattern.sub("***", text)
 
+    def mask_json(self, value: object) -> object:
+        """Every string (keys too) in a JSON-able structure, masked."""
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, dict):
+            return {self.mask_json(k): self.mask_json(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.mask_json(v) for v in value]
+        return value
+
     def _compile(self) -> None:
         """Once after any number of adds, on the next mask."""
         with self._lock:

@@ -14,6 +14,7 @@ from deployments.cli import (  # noqa: F401 - they register the commands
     adopt,
     approvals,
     deploy,
+    history,
     releases,
     secrets,
     serve,

@@ -87,7 +87,8 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
     result = StackResult(phase=change.phase, host=host, stack=stack.name, action=change.action,
                          result="failed" if error else "healthy", reason=change.reason, release=record.id,
                          duration_s=time.monotonic() - started, error=error, logs=logs,
-                         probe_output=attempt.probe_output)
+                         probe_output=attempt.probe_output, from_release=change.current_release,
+                         images_from=change.current_images, images_to=tuple(sorted(set(stack.images.values()))))
     return Outcome(result, undo.run if attempt.armed else None, failed=bool(error))
 
 
@@ -154,7 +155,8 @@ async def retire_stack(pool: HostPool, desired: DesiredState, change: Change, *,
     holding a secret is left (``record``, its current release, names its project directory);
     else kept."""
     fields = dict(phase=change.phase, host=change.host, stack=change.stack, action="remove",
-                  release=change.current_release)
+                  release=change.current_release, from_release=change.current_release,
+                  images_from=change.current_images)
     if not prune:
         return StackResult(**fields, result="kept", reason=change.reason + " (run with --prune to remove it)")
     started = time.monotonic()
