@@ -28,7 +28,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.runner import Runner
 from prefect.schedules import Cron
 
-from deployments import flow_calls
+from deployments import control_metrics, flow_calls
+from deployments.automations import apply_automations
 from deployments.control_socket import encode, peer_uid, socket_path
 from flows import served
 from model.triggers import NIGHTLY_TAG
@@ -72,7 +73,8 @@ def api_healthy(api_url: str) -> bool:
         return False
 
 
-async def run_runner(api_url: str, stop: asyncio.Event, query_seconds: float, registered: asyncio.Event) -> None:
+async def run_runner(api_url: str, stop: asyncio.Event, query_seconds: float, registered: asyncio.Event,
+                     automations: bool = True) -> None:
     """Prefect's runner, started again whenever it gave up (the API went away): once the API
     answers, the deployments are registered again (idempotent) and polling resumes."""
     delay = 1.0
@@ -84,6 +86,8 @@ async def run_runner(api_url: str, stop: asyncio.Event, query_seconds: float, re
             for deployment in await served_deployments():
                 await runner.aadd_deployment(deployment)
             log.info("deployments registered: deploy, nightly, rollback, secrets-sync")
+            if automations:
+                await apply_automations()
             registered.set()
             starting = asyncio.create_task(runner.start())
             stopping = asyncio.create_task(stop.wait())
@@ -197,8 +201,11 @@ async def listen(control: ControlSocket, path: Path) -> asyncio.AbstractServer:
 
 
 async def serve(inventory: Path, api_url: str, *, webhook: object | None = None, webhook_host: str = "127.0.0.1",
-                webhook_port: int = 8787, query_seconds: float = 0.5, ready: Callable[[], None] | None = None) -> None:
-    """Run until SIGTERM or SIGINT. ``webhook`` is the receiver's settings (None: no receiver)."""
+                webhook_port: int = 8787, query_seconds: float = 0.5, ready: Callable[[], None] | None = None,
+                metrics_host: str = "127.0.0.1", metrics_port: int | None = None, automations: bool = True) -> None:
+    """Run until SIGTERM or SIGINT. ``webhook`` is the receiver's settings (None: no receiver);
+    ``metrics_port``: serve /metrics there too (the webhook's port always has it); ``automations``:
+    apply the shipped Prefect automations (``deployments/automations.py``)."""
     inventory = inventory.expanduser().absolute()
     os.environ[served.PINNED_INVENTORY_ENV] = str(inventory)  # the runner's flow-run processes inherit it
     keep_warm()
@@ -210,11 +217,12 @@ async def serve(inventory: Path, api_url: str, *, webhook: object | None = None,
     path = socket_path()
     server = None
     registered = asyncio.Event()
-    jobs = [asyncio.create_task(run_runner(api_url, stop, query_seconds, registered), name="runner")]
+    jobs = [asyncio.create_task(run_runner(api_url, stop, query_seconds, registered, automations), name="runner")]
     if webhook is not None:
         from deployments.webhook import serve_webhook
 
         jobs.append(asyncio.create_task(serve_webhook(webhook, host=webhook_host, port=webhook_port), name="webhook"))
+    metrics_server = control_metrics.serve_metrics(metrics_host, metrics_port) if metrics_port else None
     waiting = asyncio.create_task(stop.wait())
     try:
         # ready (the socket answers the CLI) once the deployments exist, so a click can find them
@@ -230,6 +238,8 @@ async def serve(inventory: Path, api_url: str, *, webhook: object | None = None,
                 raise job.exception()  # e.g. the webhook port is taken: say so and exit
     finally:
         stop.set()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if server is not None:
             server.close()
         path.unlink(missing_ok=True)

@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from deployments import control_metrics
 from deployments.webhook_deliveries import DeliveryStore
 from model.errors import ServerError, UsageError
 from model.masking import MASKER
@@ -185,6 +186,8 @@ class Receiver:
             self.store = None
 
     async def audit(self, decision: str, **fields: object) -> None:
+        if decision != "rejected":  # rejections are counted before their (throttled) record
+            control_metrics.WEBHOOK_REQUESTS.labels(outcome=decision).inc()
         try:
             await asyncio.to_thread(audit.append, f"webhook.{decision}", **fields)
         except OSError as exc:  # the run exists; a failed answer would only hide it
@@ -192,6 +195,9 @@ class Receiver:
 
     async def rejected(self, status: int, reason: str, client: str) -> JSONResponse:
         """An unauthenticated rejection: audited (throttled), nothing else happens."""
+        control_metrics.WEBHOOK_REQUESTS.labels(outcome="rejected").inc()
+        if status == 401:
+            control_metrics.SIGNATURE_FAILURES.inc()
         suppressed = self._throttle.admit(reason)
         if suppressed is not None:
             await self.audit("rejected", status=status, reason=reason, client=client, suppressed=suppressed)
@@ -211,6 +217,7 @@ class Receiver:
                     return Triggered(known, True, [], ref)
                 waiting = _Waiting(delivery, ref, asyncio.get_running_loop().create_future())
                 self._queue.append(waiting)
+                control_metrics.QUEUE_DEPTH.set(len(self._queue))
                 if self._dispatcher is None or self._dispatcher.done():
                     self._dispatcher = asyncio.create_task(self._dispatch())
                 return await asyncio.shield(waiting.answer)
@@ -225,6 +232,7 @@ class Receiver:
         """Serve the waiting pushes in batches: the last to arrive gets the run."""
         while self._queue:
             batch, self._queue = self._queue, []
+            control_metrics.QUEUE_DEPTH.set(0)
             newest = batch[-1]
             try:
                 async with self._lock:
@@ -332,6 +340,7 @@ async def _read_body(request: Request) -> bytes | None:
 
 
 async def _handle(receiver: Receiver, request: Request) -> JSONResponse:
+    received = time.monotonic()
     settings = receiver.settings
     client = request.client.host if request.client else "?"
     if not _allowed(settings, request.client.host if request.client else None):
@@ -359,7 +368,7 @@ async def _handle(receiver: Receiver, request: Request) -> JSONResponse:
     except PayloadError as exc:
         return await _invalid(receiver, delivery, event, str(exc))
     decision = classify(event, payload, settings.branch)
-    return await _decide(receiver, delivery, event, decision)
+    return await _decide(receiver, delivery, event, decision, received)
 
 
 async def _invalid(receiver: Receiver, delivery: str, event: str, reason: str) -> JSONResponse:
@@ -367,7 +376,8 @@ async def _invalid(receiver: Receiver, delivery: str, event: str, reason: str) -
     return _answer(400, {"error": reason})
 
 
-async def _decide(receiver: Receiver, delivery: str, event: str, decision: Decision) -> JSONResponse:
+async def _decide(receiver: Receiver, delivery: str, event: str, decision: Decision,
+                  received: float) -> JSONResponse:
     if decision.action == "reject":
         return await _invalid(receiver, delivery, event, decision.reason)
     if decision.action == "pong":
@@ -384,6 +394,7 @@ async def _decide(receiver: Receiver, delivery: str, event: str, decision: Decis
     if redelivery:
         await receiver.audit("redelivery", delivery=delivery, github_event=event, ref=decision.ref, flow_run_id=run_id)
         return _answer(202, {"flow_run_id": run_id, "redelivery": True})
+    control_metrics.RUN_START_LATENCY.observe(time.monotonic() - received)
     newer = {"superseded_by": deployed} if deployed != decision.ref else {}
     await receiver.audit("deploy", delivery=delivery, github_event=event, ref=decision.ref, flow_run_id=run_id,
                          reason=decision.reason, superseded=cancelled, **newer)
@@ -406,6 +417,9 @@ def build_app(settings: WebhookSettings) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return _answer(200, {"ok": True})
 
+    async def metrics(request: Request) -> Response:
+        return Response(control_metrics.exposition(), media_type=control_metrics.CONTENT_TYPE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await receiver.start()
@@ -415,7 +429,8 @@ def build_app(settings: WebhookSettings) -> Starlette:
             await receiver.stop()
 
     app = Starlette(routes=[Route("/", webhook, methods=["POST"]), Route("/webhook", webhook, methods=["POST"]),
-                            Route("/healthz", healthz, methods=["GET"])], lifespan=lifespan)
+                            Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])],
+                    lifespan=lifespan)
     app.state.receiver = receiver
     return app
 

@@ -16,6 +16,7 @@ from model.desired import DesiredState
 from model.errors import DeployFailed
 from model.policies import FailurePolicy
 from tasks.engine import audit
+from tasks.engine.events import RunEvents
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.image_refresh import refresh_hosts
 from tasks.engine.locks import hold_hosts
@@ -42,10 +43,12 @@ class UnderLocks(Protocol):
 async def deploy_locked(desired: DesiredState, *, started: float, full: bool, prune: bool = False,
                         on_failure: FailurePolicy | None = None, refresh_images: bool = False,
                         lock_wait_s: float = 90, under_locks: UnderLocks | None = None, verify: Verify | None = None,
-                        kind: str = "deploy", notes: dict | None = None) -> DeployReport:
+                        kind: str = "deploy", notes: dict | None = None,
+                        events: RunEvents | None = None) -> DeployReport:
     """The deploy itself: secrets, locks, facts, plan, phases, report. Raises DeployFailed
     (with the report) unless every stack is healthy. ``verify`` runs last, before anything is
-    committed (staging's smoke tests); ``kind`` names the report (deploy, staging)."""
+    committed (staging's smoke tests); ``kind`` names the report (deploy, staging); ``events``
+    tells the agents of each phase and each failed or undone stack."""
     run_id = str(flow_run.get_id())
     desired = await asyncio.to_thread(resolve_secrets, desired)  # Vault problems stop the run here
     owner = LockOwner.for_run(run_id, desired.commit)
@@ -63,7 +66,7 @@ async def deploy_locked(desired: DesiredState, *, started: float, full: bool, pr
         if plan.pending:
             await publish_plan(plan)
         run = Rollout(pool=pool, desired=desired, surveys=surveys, flow_run_id=run_id, steps=PREFECT_STEPS,
-                      prune=prune, on_failure=on_failure, verify=verify)
+                      prune=prune, on_failure=on_failure, verify=verify, events=events)
         # Prefect's per-host slots, for the hosts this run will change (a no-op changes none)
         async with prefect_host_slots(sorted({c.host for c in plan.pending}), lock_wait_s):
             results = await apply_plan(run, plan)

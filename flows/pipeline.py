@@ -28,6 +28,7 @@ from prefect.states import Completed, State
 from flows.approval import SUMMARY_KEY, Decision, ask_approval
 from flows.locked_deploy import deploy_locked
 from flows.notices import RunNotices
+from flows.run_signals import NOT_APPROVED, RunSignals, outcome_of, run_events, signalling
 from model.approval import Environment, approval_needed
 from model.desired import DesiredState
 from model.errors import DeployFailed, UsageError
@@ -42,8 +43,6 @@ from tasks.engine.release_plan import approval_markdown, plan_summary
 from tasks.engine.report import DeployReport
 from tasks.engine.smoke import SmokeResult, smoke_summary, smoke_table_markdown, smoke_table_text
 from tasks.engine.smoke_gate import SmokeGate
-
-NOT_APPROVED = "not-approved"
 
 
 def run_trigger() -> str:
@@ -61,20 +60,24 @@ async def release(desired: DesiredState, *, environment: Environment = "producti
     run_id = str(flow_run.get_id())
     trigger = run_trigger()
     notices = RunNotices(desired.inventory, f"{desired.source} \u2192 {environment}", run_link(run_id))
-    notices.send(Kind.STARTED, f"{trigger} run of {desired.source} (commit {(desired.commit or 'working tree')[:12]})")
-    pipeline = Pipeline(desired=desired, run_id=run_id, trigger=trigger, environment=environment, notices=notices,
-                        deploy=dict(prune=prune, on_failure=on_failure, refresh_images=refresh_images,
-                                    lock_wait_s=lock_wait_s),
-                        full=full)
-    try:
-        return await pipeline.run(skip_staging=skip_staging, yes=yes)
-    finally:
-        await notices.drain()
+    async with signalling(desired, environment=environment, trigger=trigger) as signals:
+        commit = (desired.commit or "working tree")[:12]
+        notices.send(Kind.STARTED, f"{trigger} run of {desired.source} (commit {commit})")
+        pipeline = Pipeline(desired=desired, run_id=run_id, trigger=trigger, environment=environment, notices=notices,
+                            deploy=dict(prune=prune, on_failure=on_failure, refresh_images=refresh_images,
+                                        lock_wait_s=lock_wait_s),
+                            full=full, signals=signals)
+        try:
+            outcome = await pipeline.run(skip_staging=skip_staging, yes=yes)
+        finally:
+            await notices.drain()  # before the last push: failed notices are counted
+        await signals.finish(*outcome_of(outcome))
+        return outcome
 
 
 class Pipeline:
     def __init__(self, *, desired: DesiredState, run_id: str, trigger: str, environment: Environment,
-                 notices: RunNotices, deploy: dict, full: bool):
+                 notices: RunNotices, deploy: dict, full: bool, signals: RunSignals):
         self.desired = desired
         self.run_id = run_id
         self.trigger = trigger
@@ -82,6 +85,7 @@ class Pipeline:
         self.notices = notices
         self.deploy = deploy
         self.full = full
+        self.signals = signals
         self.started = time.monotonic()
         self.notes: dict = {"environment": environment, "trigger": trigger}  # extra fields of the report
         self.smoke: list[SmokeResult] = []
@@ -161,7 +165,9 @@ class Pipeline:
             report = await deploy_locked(staging, started=time.monotonic(), full=False, on_failure="rollback-all",
                                          refresh_images=self.deploy["refresh_images"],
                                          lock_wait_s=self.deploy["lock_wait_s"], verify=gate, kind="staging",
-                                         notes=self.notes)
+                                         notes=self.notes,
+                                         events=self.signals.events if self.environment == "staging"
+                                         else run_events(staging, "staging", self.trigger))
         except DeployFailed as exc:
             report = exc.report if isinstance(exc.report, DeployReport) else None
             if report is None:
@@ -180,6 +186,7 @@ class Pipeline:
             {"stack": production_name(s.stack), "host": s.host, "result": s.result, "release": s.release}
             for s in report.stacks]}
         if self.environment == "staging":
+            self.signals.stacks = report.stacks
             self.notices.report(report, "staging")
 
     async def _publish_smoke(self, results: list[SmokeResult]) -> None:
@@ -191,6 +198,7 @@ class Pipeline:
         await acreate_flow_run_input(key=SUMMARY_KEY, value=summary)
         link = self.notices.link
         self._audit("approval.requested", summary=summary)
+        self.signals.events.approval_requested(summary, link, f"homelab approve {self.run_id}", timeout_s)
         self.notices.send(Kind.APPROVAL_NEEDED, f"{summary}\nApprove in the Prefect UI or run: homelab approve "
                                                 f"{self.run_id}", smoke_table_text(self.smoke) if self.smoke else "")
         progress.announce(f"Waiting for approval (up to {timeout_s:g} s): {summary}\n"
@@ -215,10 +223,11 @@ class Pipeline:
     async def _production(self, desired: DesiredState, full: bool) -> dict:
         try:
             report = await deploy_locked(desired, started=self.started, full=full, notes=self.notes,
-                                         **self.deploy)
+                                         events=self.signals.events, **self.deploy)
         except DeployFailed as exc:
             if isinstance(exc.report, DeployReport):
                 self.notices.report(exc.report, "production")
             raise
+        self.signals.stacks = report.stacks
         self.notices.report(report, "production")
         return report.to_json()

@@ -8,7 +8,7 @@ from prefect.runtime import flow_run
 from flows.reporting import publish_report
 from model.desired import load_desired_state
 from model.errors import DeployFailed
-from tasks.engine import audit
+from tasks.engine import audit, metrics
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.locks import hold_hosts
 from tasks.engine.manual_rollback import roll_back, rollback_hosts
@@ -31,6 +31,7 @@ async def rollback_homelab(inventory: str = "deployments/homelab.yaml", hosts: l
             prefect_host_slots(targets, lock_wait_s):
         rows = await roll_back(pool, desired, PREFECT_STEPS, hosts=targets, stacks=stacks, to_release=to_release)
     report = RollbackReport(flow_run_id=run_id, stacks=rows)
+    await metrics.push_manual_rollbacks(desired.inventory, sum(r.result == "restored" for r in rows))
     await publish_report(report)
     audit.append("rollback.finished", flow_run_id=run_id, result="success" if report.ok else "failed",
                  stacks=[{k: r.to_json()[k] for k in ("host", "stack", "from", "to", "result")} for r in rows])

@@ -299,6 +299,15 @@ class NotifySection(_Strict):
     smtp_block: str | None = Field(None, description="name of a 'Homelab SMTP Account' block")
 
 
+class MetricsSection(_Strict):
+    """Where each run pushes its metrics. HOMELAB_PUSHGATEWAY_URL overrides both; nothing set: no push."""
+
+    pushgateway_url: str | None = Field(None, description="Pushgateway base URL, e.g. http://thinkpad:9091")
+    block: str | None = Field(None, description="name of a 'Homelab Pushgateway' block (URL and basic auth)")
+    job: str = Field("homelab", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", description="the job label of pushed series")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="one push's time limit; a slow gateway is skipped")
+
+
 class ApprovalExemptions(_Strict):
     phases: list[str] = Field([], description="a run whose changes are all in these phases needs no approval")
     triggers: list[Trigger] = Field([], description="runs started this way need no approval")
@@ -320,6 +329,7 @@ class Inventory(_Strict):
     vault: VaultSection | None = None
     approval: ApprovalPolicy = ApprovalPolicy()
     notify: NotifySection = NotifySection()
+    metrics: MetricsSection = MetricsSection()
     hosts: dict[str, Host]
     phases: dict[str, Phase]
 

@@ -34,4 +34,4 @@ os.environ.update({
 })
 
 
-pytest_plugins = ["tests.fixtures", "tests.openbao", "tests.integration.secretlab"]
+pytest_plugins = ["tests.fixtures", "tests.openbao", "tests.integration.secretlab", "tests.prometheus"]

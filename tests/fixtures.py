@@ -115,14 +115,17 @@ class ControlProcess:
     do not hand their work to it), with the webhook on a free loopback port."""
 
     def __init__(self, inventory: Path, home: Path, *, args: tuple[str, ...] = (),
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, automations: bool = False):
         from tests.conftest import _free_port
 
         self.inventory = inventory
         self.home = home
-        self.args = args  # more `homelab serve` options (e.g. --branch)
+        # more `homelab serve` options (e.g. --branch); the shipped automations only where a test
+        # asks, or a failing stack in one test would start rollbacks under the next
+        self.args = (*args, "--automations" if automations else "--no-automations")
         self.extra_env = extra_env or {}
         self.webhook_port = _free_port()
+        self.metrics_port = _free_port()
         self.log = home / "serve-test.log"
         self.process: subprocess.Popen | None = None
 
@@ -131,6 +134,10 @@ class ControlProcess:
         """The environment of a CLI that talks to this control process."""
         return {**os.environ, "HOMELAB_HOME": str(self.home), "HOMELAB_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 **self.extra_env}
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def webhook_url(self) -> str:
@@ -142,7 +149,7 @@ class ControlProcess:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "deployments.cli", "serve", "-i", str(self.inventory),
-                 "--webhook-port", str(self.webhook_port), *self.args],
+                 "--webhook-port", str(self.webhook_port), "--metrics-port", str(self.metrics_port), *self.args],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**self.env, "PREFECT_LOGGING_LEVEL": "INFO"})  # Prefect's default: the run log reaches the UI
         socket = self.home / "serve" / "control.sock"

@@ -59,6 +59,11 @@ def serve(inventory: InventoryOption = DEFAULT_INVENTORY,
           webhook_port: Annotated[int, typer.Option(help="webhook listen port")] = 8787,
           branch: Annotated[str, typer.Option(help="pushes to this branch deploy")] = "main",
           allow_from: Annotated[str | None, typer.Option(help="only these client CIDRs may call the webhook")] = None,
+          metrics_host: Annotated[str, typer.Option(help="/metrics listen address")] = "127.0.0.1",
+          metrics_port: Annotated[int, typer.Option(help="/metrics listen port (0: off; the webhook port "
+                                                         "serves /metrics too)")] = 9109,
+          automations: Annotated[bool, typer.Option(help="apply the shipped Prefect automations (roll back a "
+                                                         "failed stack)")] = True,
           ) -> None:
     """The control process: registers the deploy, nightly, rollback and secrets-sync deployments
     and runs them (UI clicks, schedules, webhook pushes); CLI deploys hand their work to it."""
@@ -79,7 +84,8 @@ def serve(inventory: InventoryOption = DEFAULT_INVENTORY,
     if detach:
         raise typer.Exit(start_background(sys.argv[1:], inventory, api_url))
     settings = webhook_settings(branch, parse_allow_from(allow_from)) if webhook else None
-    run_foreground(inventory, api_url, settings, webhook_host, webhook_port)
+    run_foreground(inventory, api_url, settings, webhook_host, webhook_port, (metrics_host, metrics_port),
+                   automations)
 
 
 def webhook_settings(branch: str, allow_from: tuple) -> object | None:
@@ -108,7 +114,8 @@ def _log_to_stderr(*names: str) -> None:
         logger.propagate = False  # Prefect's root console handler would print each line twice
 
 
-def run_foreground(inventory: Path, api_url: str, settings: object | None, host: str, port: int) -> None:
+def run_foreground(inventory: Path, api_url: str, settings: object | None, host: str, port: int,
+                   metrics: tuple[str, int] = ("127.0.0.1", 0), automations: bool = True) -> None:
     import asyncio
 
     if api_url.startswith("http://"):
@@ -127,11 +134,14 @@ def run_foreground(inventory: Path, api_url: str, settings: object | None, host:
         print(f"Prefect UI: {ui}/deployments (deploy-homelab > deploy > Run)", flush=True)
         if settings is not None:
             print(f"webhook: http://{host}:{port}/ (branch {settings.branch})", flush=True)
+        if metrics[1]:
+            print(f"metrics: http://{metrics[0]}:{metrics[1]}/metrics", flush=True)
         print(f"control socket: {control_socket.socket_path()}", flush=True)
 
     try:
         asyncio.run(serve_control(inventory, api_url, webhook=settings, webhook_host=host, webhook_port=port,
-                                  ready=ready))
+                                  ready=ready, metrics_host=metrics[0], metrics_port=metrics[1] or None,
+                                  automations=automations))
     finally:
         if running_pid() == os.getpid():
             pid_file().unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from model.desired import DesiredState
 from model.errors import HomelabError, PreflightFailed, UsageError
-from tasks.engine import audit
+from tasks.engine import audit, metrics
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.preflight import SurveyFn, survey_hosts
 from tasks.host_commands.lock import (
@@ -149,6 +149,7 @@ async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wa
     """Survey every targeted host (taking free locks in the same round trip), judge pre-flight,
     and lock the rest in order. Yields the facts, read under the lock."""
     hosts = hosts or desired.targeted_hosts()
+    started = time.monotonic()
     surveys, problems = await survey_hosts(pool, desired, read, lock_owner=owner.to_json(), hosts=hosts)
     locked = [h for h, s in surveys.items() if s.lock_acquired]
     try:
@@ -161,6 +162,7 @@ async def hold_hosts(pool: HostPool, desired: DesiredState, owner: LockOwner, wa
             surveys, problems = await survey_hosts(pool, desired, read, hosts=hosts)  # facts may have changed
             if problems:
                 raise PreflightFailed(problems)
+        metrics.record_lock_wait(hosts, time.monotonic() - started)
         audit.append("deploy.locked", flow_run_id=owner.flow_run_id, hosts=sorted(hosts))
         try:
             yield surveys

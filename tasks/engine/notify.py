@@ -1,7 +1,7 @@
 """Tell people what a run did: one notice, to every configured channel at once.
 
 ``notify`` is what the flows call. It never raises: each channel runs under its own timeout,
-and a failure or a hang is logged (masked), counted in ``homelab_notifications_failed_total
+and a failure or a hang is logged (masked), counted in ``homelab_notification_failures_total
 {channel}`` and returned as that channel's outcome, so a broken mail server can never fail or
 stall a deploy. A channel that is not configured is off, which is not a failure.
 
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter
 
 from model.masking import MASKER
+from tasks.engine import metrics
 from tasks.engine.results import GroupResult, gather_hosts
 from tasks.integrations.notify.errors import NotifyError
 from tasks.integrations.notify.format import email_text, telegram_html
@@ -43,7 +44,7 @@ NOTIFY_TIMEOUT_S = 10.0  # per channel, everything included (a 429 wait, every r
 CHANNELS = ("telegram", "smtp")
 
 METRICS = CollectorRegistry()  # push it, or merge it into the run's registry; nothing here needs a gateway
-FAILED = Counter("homelab_notifications_failed", "Notifications that a channel failed to deliver (or that timed "
+FAILED = Counter("homelab_notification_failures", "Notifications that a channel failed to deliver (or that timed "
                  "out).", ["channel"], registry=METRICS)
 
 
@@ -130,6 +131,7 @@ async def notify(notice: Notice, channels: Channels | None = None, *,
     for name, outcome in outcomes.items():
         if isinstance(outcome, Exception):
             FAILED.labels(channel=name).inc()
+            metrics.record_notification_failure(name)
             log.warning("notification %r via %s failed: %s", notice.kind.value, name, _text(outcome))
         else:
             log.info("notification %r via %s: %s", notice.kind.value, name, outcome)

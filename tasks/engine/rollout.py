@@ -20,13 +20,15 @@ undone, as with ``rollback-all``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from model.desired import DesiredState
-from tasks.engine import progress
+from tasks.engine import metrics, progress
 from tasks.engine.busy_clock import current_phase
+from tasks.engine.events import RunEvents
 from tasks.engine.held_transaction import Held
 from tasks.engine.host_pool import HostPool
 from tasks.engine.phase_snapshots import SnapshotLog, open_proxmox, snapshot_phase
@@ -53,6 +55,7 @@ class Rollout:
     journal: RollbackJournal = field(default_factory=RollbackJournal)
     snapshot_log: SnapshotLog = field(default_factory=SnapshotLog)
     verify: Verify | None = None
+    events: RunEvents | None = None  # None: no Prefect events (plain runs, tests of the engine alone)
 
     def policy(self, phase: str) -> str:
         if self.on_failure:
@@ -77,6 +80,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
     results: list[StackResult] = []
     failed_phases: list[str] = []
     stop_reason: str | None = None
+    undo_reason: str | None = None  # why the run undid healthy stacks: its policy, or verify
     kept: list[PhaseHeld] = []
     try:
         for phase in plan.phases:
@@ -89,18 +93,47 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
             for change in changes:
                 if change.action != "unchanged":
                     progress.note(phase, change.host, change.stack, "queued")
+            started = time.monotonic()
             phase_results, held = await _run_phase_after_snapshots(run, phase, changes)
             results += phase_results
             kept.append(held)
             if any(r.result == "failed" for r in phase_results):
                 failed_phases.append(phase)
-                stop_reason = await _apply_policy(run.policy(phase), phase, kept)
+                policy = run.policy(phase)
+                stop_reason = await _apply_policy(policy, phase, kept)
+                undo_reason = "policy" if policy in ("rollback-phase", "rollback-all") else undo_reason
+            await _phase_ended(run, changes, phase_results, time.monotonic() - started)
         if run.verify is not None and not failed_phases:
-            results = await _verified(run, results, kept)
+            verified = await _verified(run, results, kept)
+            undo_reason = "verify" if verified is not results else undo_reason
+            results = verified
     finally:
         # Whatever the policy did not undo is kept.
         await asyncio.gather(*(h.commit() for phase_held in kept for h in [*phase_held.stacks, *phase_held.snapshots]))
-    return _with_rollbacks(results, run.journal)
+    final = _with_rollbacks(results, run.journal)
+    _undone(run, final, undo_reason)
+    return final
+
+
+async def _phase_ended(run: Rollout, changes: list[Change], results: list[StackResult], seconds: float) -> None:
+    """Tell the agents (events) and Prometheus (a push) that a phase ended."""
+    if run.events is not None and any(c.action != "unchanged" for c in changes):
+        run.events.phase_completed(changes[0].phase, results, seconds)
+        before = {(c.host, c.stack): c.current_release for c in changes}
+        for r in results:
+            if r.result == "failed":
+                run.events.stack_failed(r, before.get((r.host, r.stack)))
+    await metrics.push_now()
+
+
+def _undone(run: Rollout, results: list[StackResult], undo_reason: str | None) -> None:
+    """Count every change and tell why each undone stack was undone: its own failure
+    (``failed-stack``), or the run's ``undo_reason`` (policy, verify)."""
+    for r in results:
+        why = ("failed-stack" if r.result == "failed" else undo_reason or "policy") if r.rollback else None
+        metrics.record_stack(r, why)
+        if why and run.events is not None:
+            run.events.rolled_back(r, why)
 
 
 async def _verified(run: Rollout, results: list[StackResult], kept: list[PhaseHeld]) -> list[StackResult]:
@@ -182,8 +215,7 @@ def _with_rollbacks(results: list[StackResult], journal: RollbackJournal) -> lis
 
 
 def _not_run(change: Change, why: str) -> StackResult:
-    return StackResult(phase=change.phase, host=change.host, stack=change.stack, action=change.action,
-                       result="not-run", reason=why, release=change.current_release)
+    return StackResult.untouched(change, "not-run", reason=why)
 
 
 def _not_started(change: Change, error: str) -> StackResult:
@@ -206,8 +238,7 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
         async def one(change: Change) -> StackResult:
             async with limit:
                 if change.action == "unchanged":
-                    return StackResult(phase=change.phase, host=change.host, stack=change.stack, action="unchanged",
-                                       result="unchanged", reason=change.reason, release=change.current_release)
+                    return StackResult.untouched(change, "unchanged")
                 if change.phase == ORPHANS:
                     return await retire_stack(run.pool, run.desired, change, prune=run.prune,
                                               record=run.surveys[change.host].releases.get(change.stack))
@@ -217,10 +248,19 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
                     return await deploy.result()
                 except Exception as exc:
                     return StackResult(phase=change.phase, host=change.host, stack=change.stack, action=change.action,
-                                       result="failed", reason=change.reason, error=f"internal error: {exc!r}")
+                                       result="failed", reason=change.reason, error=f"internal error: {exc!r}",
+                                       from_release=change.current_release, images_from=change.current_images)
 
         return list(await asyncio.gather(*(one(c) for c in lane)))
 
-    lanes = await asyncio.gather(*(host_lane(lane) for lane in by_host.values()))
+    async def timed_lane(host: str, lane: list[Change]) -> list[StackResult]:
+        started = time.monotonic()
+        try:
+            return await host_lane(lane)
+        finally:
+            if any(c.action != "unchanged" for c in lane):
+                metrics.record_host_phase(host, lane[0].phase, time.monotonic() - started)
+
+    lanes = await asyncio.gather(*(timed_lane(host, lane) for host, lane in by_host.items()))
     order = {(c.host, c.stack): i for i, c in enumerate(changes)}
     return sorted((r for lane in lanes for r in lane), key=lambda r: order[(r.host, r.stack)]), held

@@ -6,9 +6,12 @@ UI shows each one), and a run picks its versions through ``step_set.Steps``.
 
 from __future__ import annotations
 
+import time
+
 from model.errors import RemoteCommandError
 from model.inventory import HealthCheck
 from model.releases import ReleaseRecord
+from tasks.engine import metrics
 from tasks.engine.health import GateResult, wait_healthy
 from tasks.engine.host_pool import HostPool
 from tasks.engine.release_payload import Payload
@@ -52,7 +55,10 @@ async def start(pool: HostPool, host: str, state_dir: str, stack: str, release: 
 
 async def health_gate(pool: HostPool, host: str, stack: str, services: tuple[str, ...],
                       checks: list[HealthCheck], timeout_s: float, require_containers: bool) -> GateResult:
-    return await wait_healthy(pool[host], stack, services, checks, timeout_s, require_containers)
+    started = time.monotonic()
+    gate = await wait_healthy(pool[host], stack, services, checks, timeout_s, require_containers)
+    metrics.record_health(host, stack, time.monotonic() - started, gate.ok)
+    return gate
 
 
 async def record_release(pool: HostPool, state_dir: str, record: ReleaseRecord, keep: int,

@@ -294,7 +294,7 @@ async def test_a_silent_server_times_out():
 
 
 async def test_the_fan_out_reports_a_hanging_mail_server_without_raising():
-    before = METRICS.get_sample_value("homelab_notifications_failed_total", {"channel": "smtp"}) or 0
+    before = METRICS.get_sample_value("homelab_notification_failures_total", {"channel": "smtp"}) or 0
     with silent_server() as port:
         started = time.monotonic()
         outcome = await notify(NOTICE, Channels(smtp=settings(port, timeout_s=30)), timeout_s=1)
@@ -302,7 +302,7 @@ async def test_the_fan_out_reports_a_hanging_mail_server_without_raising():
     assert took < 2.5
     assert not outcome.ok and outcome.off == ("telegram",)
     assert "no delivery within 1s" in outcome.failed["smtp"] or "no answer within" in outcome.failed["smtp"]
-    assert METRICS.get_sample_value("homelab_notifications_failed_total", {"channel": "smtp"}) == before + 1
+    assert METRICS.get_sample_value("homelab_notification_failures_total", {"channel": "smtp"}) == before + 1
 
 
 async def test_the_fan_out_delivers_by_mail(pki: Pki):

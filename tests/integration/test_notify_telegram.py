@@ -159,7 +159,7 @@ async def test_an_api_outside_the_allowed_networks_is_never_contacted(fake: Tele
 
 async def test_the_fan_out_returns_within_its_timeout_when_telegram_hangs(fake: TelegramFake):
     fake.hang = True
-    before = METRICS.get_sample_value("homelab_notifications_failed_total", {"channel": "telegram"}) or 0
+    before = METRICS.get_sample_value("homelab_notification_failures_total", {"channel": "telegram"}) or 0
     started = time.monotonic()
     outcome = await notify(NOTICE, Channels(telegram=TelegramSettings(token=TOKEN, chat_id=CHAT, api_url=fake.url,
                                                                       timeout_s=30)), timeout_s=1)
@@ -169,7 +169,7 @@ async def test_the_fan_out_returns_within_its_timeout_when_telegram_hangs(fake: 
     assert "no delivery within 1s" in failure or "no answer within" in failure
     assert_no_token(failure)
     assert len(fake.requests) == 1
-    assert METRICS.get_sample_value("homelab_notifications_failed_total", {"channel": "telegram"}) == before + 1
+    assert METRICS.get_sample_value("homelab_notification_failures_total", {"channel": "telegram"}) == before + 1
 
 
 async def test_the_fan_out_sends_and_reports_each_channel(fake: TelegramFake):
