@@ -38,6 +38,7 @@ from starlette.routing import Route
 
 from deployments import control_metrics
 from deployments.webhook_deliveries import DeliveryStore
+from model.actors import DELIVERY_TAG_PREFIX
 from model.errors import ServerError, UsageError
 from model.masking import MASKER
 from model.triggers import WEBHOOK_TAG
@@ -266,7 +267,8 @@ class Receiver:
         # read comes first so that it cannot see the new run.
         older = await client.read_flow_runs(flow_run_filter=waiting, limit=200)
         try:
-            run = await client.create_flow_run_from_deployment(deployment_id, parameters={"ref": ref}, tags=[TAG],
+            run = await client.create_flow_run_from_deployment(deployment_id, parameters={"ref": ref},
+                                                               tags=[TAG, f"{DELIVERY_TAG_PREFIX}{delivery}"],
                                                                idempotency_key=delivery)
         except ObjectNotFound:
             self._deployment_id = None  # re-registered since we looked it up; the next delivery retries

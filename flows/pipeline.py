@@ -26,9 +26,11 @@ from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
 
 from flows.approval import SUMMARY_KEY, Decision, ask_approval
+from flows.audited import audited_run
 from flows.locked_deploy import deploy_locked
 from flows.notices import RunNotices
 from flows.run_signals import NOT_APPROVED, RunSignals, outcome_of, run_events, signalling
+from model.actors import approver
 from model.approval import Environment, approval_needed
 from model.desired import DesiredState
 from model.errors import DeployFailed, UsageError
@@ -60,7 +62,7 @@ async def release(desired: DesiredState, *, environment: Environment = "producti
     run_id = str(flow_run.get_id())
     trigger = run_trigger()
     notices = RunNotices(desired.inventory, f"{desired.source} \u2192 {environment}", run_link(run_id))
-    async with signalling(desired, environment=environment, trigger=trigger) as signals:
+    async with audited_run(), signalling(desired, environment=environment, trigger=trigger) as signals:
         commit = (desired.commit or "working tree")[:12]
         notices.send(Kind.STARTED, f"{trigger} run of {desired.source} (commit {commit})")
         pipeline = Pipeline(desired=desired, run_id=run_id, trigger=trigger, environment=environment, notices=notices,
@@ -207,7 +209,8 @@ class Pipeline:
         get_run_logger().warning("waiting for approval: %s; answer in the UI or with `homelab approve %s`",
                                  summary, self.run_id)
         decision = await ask_approval(markdown, timeout_s)
-        self._audit("approval.answered", **decision.to_json())
+        self._audit("approval.answered", **decision.to_json(),
+                    **({"actor": approver(decision.approver)} if decision.approver else {}))
         self.notes["approval"] |= decision.to_json()
         return decision
 

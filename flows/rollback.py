@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.audited import audited_run
 from flows.reporting import publish_report
 from model.desired import load_desired_state
 from model.errors import DeployFailed
@@ -22,6 +23,12 @@ from tasks.steps import PREFECT_STEPS
 async def rollback_homelab(inventory: str = "deployments/homelab.yaml", hosts: list[str] | None = None,
                            stacks: list[str] | None = None, to_release: str | None = None,
                            lock_wait_s: float = 90) -> dict:
+    async with audited_run():
+        return await _roll_back(inventory, hosts, stacks, to_release, lock_wait_s)
+
+
+async def _roll_back(inventory: str, hosts: list[str] | None, stacks: list[str] | None, to_release: str | None,
+                     lock_wait_s: float) -> dict:
     run_id = str(flow_run.get_id())
     desired = load_desired_state(inventory)
     targets = rollback_hosts(desired, hosts)

@@ -6,6 +6,7 @@ import time
 
 from prefect import flow
 
+from flows.audited import audited_run
 from flows.locked_deploy import deploy_locked
 from model.desired import load_desired_state
 from tasks.engine import audit
@@ -26,9 +27,10 @@ async def sync_secrets(inventory: str = "deployments/homelab.yaml", lock_wait_s:
     stack is redeployed health-gated (and rolled back if it fails). Returns what was fixed."""
     started = time.monotonic()
     sync = DriftRedeploy()
-    report = await deploy_locked(load_desired_state(inventory), started=started, full=False,
-                                 lock_wait_s=lock_wait_s, under_locks=sync)
-    audit.append("secrets.synced", flow_run_id=report.flow_run_id, fixed=report.notes["fixed"])
+    async with audited_run():
+        report = await deploy_locked(load_desired_state(inventory), started=started, full=False,
+                                     lock_wait_s=lock_wait_s, under_locks=sync)
+        audit.append("secrets.synced", flow_run_id=report.flow_run_id, fixed=report.notes["fixed"])
     return report.to_json()
 
 
@@ -39,6 +41,7 @@ async def rotate_secret(inventory: str, path: str, key: str, lock_wait_s: float 
     redeployed health-gated. If one fails, they roll back and Vault gets the old value back."""
     started = time.monotonic()
     users = stacks_to_rotate(load_desired_state(inventory), path, key, inventory)
-    report = await deploy_locked(load_desired_state(inventory, only=users), started=started, full=False,
-                                 lock_wait_s=lock_wait_s, under_locks=SecretRotation(path, key))
+    async with audited_run():
+        report = await deploy_locked(load_desired_state(inventory, only=users), started=started, full=False,
+                                     lock_wait_s=lock_wait_s, under_locks=SecretRotation(path, key))
     return report.to_json()

@@ -2,7 +2,8 @@
 
 - ``resolve_secrets`` reads every KV path the targeted stacks need, once, renders their env
   files and folds the KV versions into each stack's config hash (a new version = a change).
-  Any Vault problem aborts here, before any host is contacted.
+  Any Vault problem aborts here, before any host is contacted. The audit log gets the paths
+  and versions read (``secrets.read``), never a value.
 - ``find_drift`` compares each host's env files with Vault by SHA-256 over SSH; values
   never travel back. ``DriftRedeploy`` redeploys the stacks of drifted files, health-gated.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from model.desired import DesiredState
 from model.env_files import RenderedEnvFile
 from model.inventory import Inventory
+from tasks.engine import audit
 from tasks.engine.host_pool import HostPool, ssh_targets
 from tasks.engine.plan import Prepared
 from tasks.engine.report import StackResult
@@ -70,7 +72,9 @@ def resolve_secrets(desired: DesiredState) -> DesiredState:
     if not needing:
         return desired
     reader = open_reader(desired.inventory, needing)
-    return desired.with_secrets(render_stack_secrets(desired, reader))
+    resolved = desired.with_secrets(render_stack_secrets(desired, reader))
+    audit.append("secrets.read", mount=reader.mount, versions=reader.versions_read(), stacks=sorted(needing))
+    return resolved
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,10 @@ async def test_a_good_change_stages_passes_its_tests_waits_and_reaches_productio
     assert report["approval"]["approved"] is True and report["approval"]["approver"] == "alice"
     assert report["staging"]["result"] == "success"
     assert [(s["check"], s["ok"]) for s in report["smoke"]] == [("home page", True), ("knows its stack", True)]
-    assert audit_events("approval.answered")[-1]["approver"] == "alice"
+    answered = audit_events("approval.answered")[-1]
+    assert answered["approver"] == "alice" and answered["actor"] == "approver:alice"
+    # the run's other records name who started it (here: this test, at a shell)
+    assert audit_events("approval.requested")[-1]["actor"].startswith("cli:")
 
     kinds = [m["raw"].split("\n", 1)[0] for m in telegram.messages]
     assert any("Deploy started" in k for k in kinds) and any("Approval needed" in k for k in kinds), kinds

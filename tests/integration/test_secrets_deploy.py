@@ -29,6 +29,10 @@ async def test_deploy_delivers_secrets_as_0600_env_files_and_records_versions(cl
     assert value not in compose  # values only ever live in the env file
     for host in ("vps", "thinkpad"):
         assert container_env(host, "jjeco-light")["JJECO_API_KEY"] == vault[f"{prefix}/homelab/jjeco"]
+    # the audit log names the paths and versions read, never a value
+    read = audit_events("secrets.read")[-1]
+    assert read["versions"][f"{prefix}/homelab/postgres"] == 1 and "postgres" in read["stacks"]
+    assert value not in json.dumps(read)
 
 
 async def test_a_new_secret_version_redeploys_only_the_stacks_using_it(clean_lab, tmp_path, vault, openbao):

@@ -32,6 +32,7 @@ from deployments.webhook import (
     serve_webhook,
 )
 from deployments.webhook_deliveries import DeliveryStore
+from model.actors import actor_for_run
 from model.webhook_events import signature
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.asyncio(loop_scope="session")]
@@ -197,6 +198,8 @@ async def test_a_push_to_the_branch_creates_a_run_of_the_pushed_commit(http, pre
     assert run.parameters == {"ref": sha(1)}
     assert "webhook" in run.tags and run.idempotency_key == delivery and run.deployment_id == deployment[1]
     assert run.state.name == "Scheduled"
+    # the run's audit records will name this delivery as their actor
+    assert actor_for_run(run.tags, "deploy", "someone") == f"webhook:{delivery}"
 
 
 async def test_a_form_encoded_push_works_too(http, prefect):

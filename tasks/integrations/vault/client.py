@@ -165,6 +165,10 @@ class VaultReader:
         data, version = self._cache[path]
         return dict(data), version
 
+    def versions_read(self) -> dict[str, int]:
+        """path -> KV version of every secret this reader has read (no values): for the audit log."""
+        return {path: version for path, (_, version) in sorted(self._cache.items())}
+
     @_serialized
     def write_cas(self, path: str, data: dict[str, str], cas: int) -> int:
         """Write a new version of the whole secret only if ``cas`` is its current version (0: only
