@@ -5,7 +5,8 @@ that host and stack, back to the exact release that was current before the faile
 event's ``homelab.restore-release``). A run's own undo usually got there first; the rollback is
 then a no-op ("unchanged"), and where that undo failed or the run died, this brings the stack
 back. Only events that name a release to restore match: a stack's first deploy has none, and a
-rollback "to the previous one" could go one release too far.
+rollback "to the previous one" could go one release too far. Only production stacks match: a
+staging copy (``<stack>-staging``) is not a stack of the inventory the rollback deployment serves.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def rollback_failed_stack(deployment_id: UUID) -> Automation:
         description="A stack failed in a deploy: return it to the release it ran before (homelab rollback).",
         trigger=EventTrigger(
             expect={"homelab.deploy.stack.failed"},
-            match={"prefect.resource.id": "homelab.stack.*", "homelab.restore-release": "*"},
+            # production only: a staging copy is not a stack of the served inventory
+            match={"prefect.resource.id": "homelab.stack.*", "homelab.restore-release": "*",
+                   "homelab.environment": "production"},
             for_each={"prefect.resource.id"},  # one rollback per failed stack, not one per burst
             posture=Posture.Reactive, threshold=1, within=0),
         actions=[RunDeployment(

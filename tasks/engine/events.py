@@ -21,9 +21,11 @@ log = logging.getLogger("homelab.events")
 PREFIX = "homelab"
 
 
-def stack_resource(host: str, stack: str, phase: str, restore: str | None = None) -> dict[str, str]:
+def stack_resource(host: str, stack: str, phase: str, environment: str,
+                   restore: str | None = None) -> dict[str, str]:
     resource = {"prefect.resource.id": f"homelab.stack.{host}.{stack}", "prefect.resource.name": f"{stack}@{host}",
-                "homelab.host": host, "homelab.stack": stack, "homelab.phase": phase}
+                "homelab.host": host, "homelab.stack": stack, "homelab.phase": phase,
+                "homelab.environment": environment}
     if restore:  # the release to go back to; the shipped automation only acts when there is one
         resource["homelab.restore-release"] = restore
     return resource
@@ -89,12 +91,13 @@ class RunEvents:
                                "duration_s": round(r.duration_s, 3)} for r in results]})
 
     def stack_failed(self, result: StackResult, restore: str | None) -> None:
-        self.emit("deploy.stack.failed", stack_resource(result.host, result.stack, result.phase, restore),
+        resource = stack_resource(result.host, result.stack, result.phase, self.environment, restore)
+        self.emit("deploy.stack.failed", resource,
                   stack_payload(result, commit=self.commit, environment=self.environment)
                   | {"restore_release": restore})
 
     def rolled_back(self, result: StackResult, reason: str) -> None:
-        self.emit("deploy.rolled_back", stack_resource(result.host, result.stack, result.phase),
+        self.emit("deploy.rolled_back", stack_resource(result.host, result.stack, result.phase, self.environment),
                   stack_payload(result, commit=self.commit, environment=self.environment) | {"reason": reason})
 
     def completed(self, result: str, wall_s: float, stacks: list[StackResult], reason: str | None = None) -> None:
