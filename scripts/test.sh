@@ -9,7 +9,7 @@ source scripts/env.sh
 .venv/bin/ruff check .
 .venv/bin/lint-imports  # the one-way house: an upward import fails here (pyproject.toml)
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"  # the slowest tests: the suite is a budget
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
