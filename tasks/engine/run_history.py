@@ -109,12 +109,19 @@ async def read_history(limit: int = 20) -> list[dict]:
         ArtifactFilterKey,
         FlowFilter,
         FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
     )
+    from prefect.client.schemas.objects import StateType
     from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 
     try:
         async with get_client() as client:
+            # a scheduled run (tonight's nightly) has not happened: the API would sort it first
             runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[DEPLOY_FLOW])),
+                                               flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                                                   type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]))),
                                                sort=FlowRunSort.START_TIME_DESC,
                                                limit=max(1, min(limit, MAX_LIMIT)))
             summaries = await client.read_artifacts(artifact_filter=ArtifactFilter(

@@ -101,7 +101,22 @@ async def test_history_lists_the_runs_with_their_artifacts(clean_lab: Path) -> N
     assert f"| {short_release(media_before['release'])} \u2192 {short_release(media['release'])} |" in media_row
     assert "| localhost/lab-web:1 \u2192 localhost/lab-web:broken |" in media_row
 
-    rows = json.loads(homelab_history("--json", "--limit", "5").stdout)
+    # a run scheduled for tonight has not happened: it is not history (the API sorts it first)
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from flows.deploy import deploy_homelab
+
+    async with get_client() as client:
+        tonight = await client.create_flow_run(deploy_homelab, parameters={"ref": "v2"}, state=Scheduled(
+            scheduled_time=datetime.now(UTC) + timedelta(hours=6)))
+    try:
+        rows = json.loads(homelab_history("--json", "--limit", "5").stdout)
+    finally:
+        async with get_client() as client:
+            await client.delete_flow_run(tonight.id)
     assert [r["flow_run_id"] for r in rows[:2]] == [bad_id, good_id]  # newest first
     newest, older = rows[0], rows[1]
     assert set(newest) == {"flow_run_id", "started", "trigger", "ref", "commit", "environment", "result",

@@ -56,6 +56,9 @@ async def read_events(flow_run_id: str, want: set[str], timeout_s: float = 30) -
 @pytest.fixture
 def control_with_automations(clean_lab: Path, prefect_api: str, tmp_path: Path, prometheus):
     """`homelab serve` with the shipped automations, its /metrics scraped by Prometheus."""
+    from datetime import UTC, datetime
+
+    SINCE["at"] = datetime.now(UTC)
     control = ControlProcess(clean_lab, tmp_path / "serve-home", automations=True)
     control.home.mkdir()
     control.start()
@@ -82,13 +85,17 @@ async def _remove_automation_and_leftover_rollbacks() -> None:
                 await client.set_flow_run_state(run.id, Cancelled(), force=True)
 
 
+SINCE = {}  # the test's start: earlier tests on the shared server ran the rollback deployment too
+
+
 async def rollback_runs() -> list:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     async with get_client() as client:
-        return await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(
+        runs = await client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(
             any_=["rollback"])))
+    return [r for r in runs if r.created and r.created >= SINCE["at"]]
 
 
 def unsigned_push(control: ControlProcess) -> int:
