@@ -14,10 +14,11 @@ from pathlib import Path
 from model.compose_model import ComposeInput, ComposeModel, load_compose_model
 from model.env_files import RenderedEnvFile
 from model.errors import InventoryError
-from model.inventory import Inventory, Stack, StackSecret
+from model.gpu_reservation import GPU_OVERRIDE, gpu_override, reserved_services
+from model.inventory import GpuNeed, Inventory, Stack, StackSecret
 from model.inventory_loader import load_inventory
 from model.source import open_source
-from model.stack_files import StackFiles, collect_stack_files
+from model.stack_files import StackFile, StackFiles, collect_stack_files
 from model.staging import (
     HasFile,
     production_name,
@@ -122,8 +123,10 @@ def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: St
                                 exclude=stack.exclude)
     placeholders = tuple(dict.fromkeys(secret.env_file for secret in stack.secrets))
 
+    compose_files = tuple(stack.compose_files(name))
+
     def variant(env: dict[str, str], profiles: list[str]) -> DesiredStack:
-        spec = ComposeInput(project=name, files=files, compose_files=tuple(stack.compose_files(name)),
+        spec = ComposeInput(project=name, files=files, compose_files=compose_files,
                             profiles=tuple(profiles), env=env, placeholder_env_files=placeholders, shown=shown, ref=ref)
         model = load_compose_model(spec)
         identity = stack_identity(spec, model, stack.project_dir, stack.hooks.model_dump(exclude_none=True))
@@ -138,6 +141,9 @@ def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: St
              for name, hook in stack.hooks if hook is not None and hook.service not in base.images]
     if wrong:
         raise InventoryError(wrong)
+    if stack.gpu is not None:
+        files, compose_files = _with_gpu_override(files, compose_files, stack.gpu, base.services, shown)
+        base = variant(dict(stack.env), stack.profiles)
     variants = {}
     for host, override in stack.per_host.items():
         env = {**stack.env, **override.env}
@@ -145,6 +151,21 @@ def desired_stack(root: Path, display_ref: str, name: str, phase: str, stack: St
         if env != stack.env or profiles != stack.profiles:
             variants[host] = variant(env, profiles)
     return replace(base, variants=variants)
+
+
+def _with_gpu_override(files: StackFiles, compose_files: tuple[str, ...], need: GpuNeed,
+                       services: tuple[str, ...], shown: str) -> tuple[StackFiles, tuple[str, ...]]:
+    """The stack's files and -f list with the generated GPU reservation added last."""
+    reserved, unknown = reserved_services(need, services)
+    problems = [f"{shown}: gpu.services: {s!r} is not a service of the stack (services: {', '.join(services)})"
+                for s in unknown]
+    if files.get(GPU_OVERRIDE) is not None:
+        problems.append(f"{shown}/{GPU_OVERRIDE}: the name is the generated GPU reservation's; rename the file")
+    if problems:
+        raise InventoryError(problems)
+    generated = StackFile(path=GPU_OVERRIDE, mode=0o644, data=gpu_override(need, reserved))
+    return (StackFiles(tuple(sorted((*files.files, generated), key=lambda f: f.path))),
+            (*compose_files, GPU_OVERRIDE))
 
 
 def load_desired_state(inventory_file: str | Path, ref: str | None = None,

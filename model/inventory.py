@@ -238,8 +238,17 @@ def env_names(env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+class GpuNeed(_Strict):
+    """What a stack needs of its host's GPUs. Pre-flight refuses a deploy that cannot fit."""
+
+    count: int = Field(1, ge=1, le=16, description="GPUs the stack needs")
+    memory_mb: int = Field(0, ge=0, description="free memory each of those GPUs must have (MiB), for a new stack")
+    services: list[str] | None = Field(None, description="the services that get the GPU reservation; default all")
+
+
 class Stack(_Strict):
     hosts: Annotated[list[str], Field(min_length=1)]
+    gpu: GpuNeed | None = Field(None, description="GPUs it needs: checked before any change, one GPU stack at a time")
     hooks: Hooks = Hooks()
     secrets: list[StackSecret] = []
     dir: str | None = Field(None, description="the stack folder, relative to the inventory; default stacks/<name>")

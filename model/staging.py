@@ -57,9 +57,12 @@ def staged_stack(inv: Inventory, name: str, stack: Stack, has_file: HasFile) -> 
         overrides = [DEFAULT_OVERRIDE]
     if stack.staging is None and not overrides:
         return None
+    gpu = stack.gpu
     if not inv.hosts[host].gpu:
         overrides += form.cpu_files()
+        gpu = None if form.cpu_files() else gpu  # the CPU-only form needs no GPU; without one, pre-flight says so
     return stack.model_copy(update={
+        "gpu": gpu,
         "hosts": [host], "dir": stack.folder(name), "compose": stack.compose_files(name) + overrides,
         "env": {**stack.env, **form.env}, "profiles": stack.profiles if form.profiles is None else form.profiles,
         "per_host": {}, "project_dir": None, "health": form.health or stack.health, "staging": False})

@@ -2,7 +2,8 @@
 before anything on any host changes. No Prefect needed (``plan``, ``status``).
 
 A host fails pre-flight if it cannot be reached, its container engine does not answer, its
-state directory's disk is short of space, or (for GPU hosts) ``nvidia-smi`` shows no GPU.
+state directory's disk is short of space, (for GPU hosts) ``nvidia-smi`` shows no GPU, or a
+GPU stack does not fit its host's cards (``gpu_fit.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from model.desired import DesiredState
 from tasks.engine.busy_clock import current_phase
+from tasks.engine.gpu_fit import gpu_problems, host_needs_gpu_query, placements
 from tasks.engine.host_pool import HostPool
 from tasks.engine.results import error_text, gather_hosts
 from tasks.host_commands.survey import HostSurvey, parse_survey, survey
@@ -32,12 +34,14 @@ async def survey_hosts(pool: HostPool, desired: DesiredState, read: SurveyFn = r
     inv = desired.inventory
     hosts = hosts or desired.targeted_hosts()
     current_phase.set("preflight")
-    found = await gather_hosts(hosts, lambda h: read(pool, h, inv.state_dir(h), inv.hosts[h].gpu, lock_owner))
+    found = await gather_hosts(hosts, lambda h: read(pool, h, inv.state_dir(h), host_needs_gpu_query(desired, h),
+                                                     lock_owner))
     failed, surveys = found.failed, found.succeeded
     problems: dict[str, list[str]] = {}
     for host in hosts:
-        judged = [error_text(host, failed[host])] if host in failed else preflight_problems(
-            surveys[host], min_free_disk_mb=inv.min_free_disk_mb(host), gpu=inv.hosts[host].gpu)
+        judged = [error_text(host, failed[host])] if host in failed else [*preflight_problems(
+            surveys[host], min_free_disk_mb=inv.min_free_disk_mb(host), gpu=inv.hosts[host].gpu),
+            *gpu_problems(surveys[host], placements(desired, host, surveys[host]))]
         if judged:
             problems[host] = judged
     return surveys, problems

@@ -29,6 +29,7 @@ from model.desired import DesiredState
 from tasks.engine import metrics, progress
 from tasks.engine.busy_clock import current_phase
 from tasks.engine.events import RunEvents
+from tasks.engine.gpu_fit import gpu_need, gpu_turn
 from tasks.engine.held_transaction import Held
 from tasks.engine.host_pool import HostPool
 from tasks.engine.phase_snapshots import SnapshotLog, open_proxmox, snapshot_phase
@@ -234,9 +235,13 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
 
     async def host_lane(lane: list[Change]) -> list[StackResult]:
         limit = asyncio.Semaphore(run.desired.inventory.defaults.max_parallel)
+        gpu_lock = asyncio.Lock()  # GPU stacks one at a time: two model servers loading can exhaust a card
 
         async def one(change: Change) -> StackResult:
-            async with limit:
+            need = gpu_need(run.desired, change.stack) if change.action != "unchanged" and change.phase != ORPHANS \
+                else None
+            gpu = gpu_turn(need, gpu_lock)
+            async with limit, gpu:
                 if change.action == "unchanged":
                     return StackResult.untouched(change, "unchanged")
                 if change.phase == ORPHANS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from model.releases import ReleaseRecord
 from tasks.host_commands.containers import Container, parse_containers
-from tasks.host_commands.gpu import GPU_FIELDS, Gpu, parse_nvidia_smi
+from tasks.host_commands.gpu import APPS_QUERY, GPU_QUERY, Gpu, GpuProcess, parse_gpu_processes, parse_nvidia_smi
 from tasks.host_commands.layout import CURRENT, PENDING, RELEASE_RECORD, RELEASES
 from tasks.host_commands.sections import failed, failure_text, split_blocks, split_sections
 from tasks.host_commands.shell import script, sh
@@ -48,8 +48,11 @@ out=$([ -z "$ids" ] || docker inspect $ids 2>/dev/null)
 [ -n "$out" ] && printf '%s\n' "$out" || echo "[]"
 section gpu
 if [ "$gpu" = 1 ]; then
-  nvidia-smi --query-gpu={GPU_FIELDS} --format=csv,noheader,nounits 2>&1 \
-    || echo "@@failed $?"
+  {GPU_QUERY} 2>&1 || echo "@@failed $?"
+fi
+section gpu_apps
+if [ "$gpu" = 1 ]; then
+  {APPS_QUERY} 2>/dev/null || true
 fi
 section end
 """, "section", "take_lock", "lock_owner")
@@ -72,6 +75,7 @@ class HostSurvey:
     containers: tuple[Container, ...]
     gpus: tuple[Gpu, ...] = ()
     gpu_error: str | None = None
+    gpu_processes: tuple[GpuProcess, ...] = ()
     complete: bool = True  # False when the output was cut off
     pending: dict[str, dict] = field(default_factory=dict)  # stack -> marker of a deploy that never finished
     lock: dict | None = None  # owner of the host's deploy lock, if held
@@ -98,6 +102,7 @@ def parse_survey(text: str) -> HostSurvey:
         containers=parse_containers(sections.get("containers", "[]")) if engine_ok else (),
         gpus=gpus,
         gpu_error=gpu_error,
+        gpu_processes=parse_gpu_processes(sections.get("gpu_apps", "")),
         complete="end" in sections,
         pending=parse_pending(sections.get("pending", "")),
         lock=_json_object(sections.get("lock", "").replace("@@acquired", "")),

@@ -213,3 +213,42 @@ def test_hooks_are_part_of_the_config_hash(tmp_path):
     plain = web(tmp_path / "a", files)
     hooked = web(tmp_path / "b", files, "hooks: {migrate: {service: app, run: ./migrate.sh}}")
     assert plain.config_hash != hooked.config_hash
+
+
+GPU_STACK = {"compose.yaml": """
+    services:
+      model:
+        image: ollama/ollama:0.3
+      sidecar:
+        image: busybox:1.36
+    """}
+
+
+def test_a_gpu_stack_ships_a_generated_reservation_that_compose_reads(tmp_path):
+    import json
+    import subprocess
+
+    from model.gpu_reservation import GPU_OVERRIDE
+
+    plain = web(tmp_path / "a", GPU_STACK)
+    stack = web(tmp_path / "b", GPU_STACK, "gpu: {count: 1, memory_mb: 4000, services: [model]}")
+    assert stack.compose.compose_files == ("compose.yaml", GPU_OVERRIDE)  # last: it wins over the stack's own
+    assert GPU_OVERRIDE in stack.files.manifest() and stack.config_hash != plain.config_hash
+    # the real compose CLI renders the reservation, on the named service only
+    project = tmp_path / "rendered"
+    for item in stack.files.files:
+        (project / item.path).parent.mkdir(parents=True, exist_ok=True)
+        (project / item.path).write_bytes(item.data)
+    done = subprocess.run(["docker", "compose", "--project-directory", str(project), "-f", "compose.yaml",
+                           "-f", GPU_OVERRIDE, "config", "--format", "json"], cwd=project,
+                          capture_output=True, text=True, check=True)
+    services = json.loads(done.stdout)["services"]
+    devices = services["model"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "deploy" not in services["sidecar"]
+
+
+def test_gpu_services_must_be_services_of_the_stack(tmp_path):
+    with pytest.raises(InventoryError) as caught:
+        web(tmp_path, GPU_STACK, "gpu: {services: [llm]}")
+    assert "gpu.services: 'llm' is not a service of the stack (services: model, sidecar)" in str(caught.value)

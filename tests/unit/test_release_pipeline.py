@@ -76,6 +76,7 @@ def test_a_gpu_stack_names_a_cpu_override_for_a_staging_host_without_gpu() -> No
     form = {"compose": "compose.staging.yaml", "cpu_compose": "compose.cpu.yaml", "env": {"MODEL": "tiny"},
             "profiles": ["cpu"], "health": {"checks": [{"http": "http://127.0.0.1:9000/health"}]}}
     stacks = {"llm": {"hosts": ["rtx"], "env": {"MODEL": "big", "X": "1"}, "profiles": ["gpu"], "staging": form,
+                      "gpu": {"count": 1, "memory_mb": 6000},
                       "health": {"checks": [{"http": "http://127.0.0.1:8000/health"}]}}}
     inv = inventory(stacks)
     copy = staged_stack(inv, "llm", inv.stack("llm"), has())
@@ -83,8 +84,10 @@ def test_a_gpu_stack_names_a_cpu_override_for_a_staging_host_without_gpu() -> No
     assert copy.compose == ["compose.yaml", "compose.staging.yaml", "compose.cpu.yaml"]
     assert copy.env == {"MODEL": "tiny", "X": "1"} and copy.profiles == ["cpu"]
     assert copy.health.checks[0].http == "http://127.0.0.1:9000/health"
+    assert copy.gpu is None  # the CPU-only form needs no GPU, so pre-flight does not ask for one
     with_gpu = inventory(stacks, gpu_staging=True)
-    assert staged_stack(with_gpu, "llm", with_gpu.stack("llm"), has()).compose[-1] == "compose.staging.yaml"
+    gpu_copy = staged_stack(with_gpu, "llm", with_gpu.stack("llm"), has())
+    assert gpu_copy.compose[-1] == "compose.staging.yaml" and gpu_copy.gpu.memory_mb == 6000
 
 
 def test_the_staging_inventory_keeps_every_phase_and_undoes_all_on_failure() -> None:

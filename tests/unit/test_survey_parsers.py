@@ -10,7 +10,7 @@ from unitsupport import DATA, make_gpu
 
 from model.releases import ReleaseRecord, new_release_id
 from tasks.host_commands.containers import Container, judge_project, parse_containers
-from tasks.host_commands.gpu import parse_nvidia_smi
+from tasks.host_commands.gpu import Gpu, GpuProcess, parse_gpu_processes, parse_nvidia_smi
 from tasks.host_commands.sections import split_sections
 from tasks.host_commands.survey import parse_df, parse_releases, parse_survey, survey
 
@@ -236,9 +236,29 @@ SMI_CASES = [
     ("failed silently", "@@failed 6", (), "nvidia-smi failed"),
     ("wrong field count", "0, GTX 1080, 8192", (), "unexpected nvidia-smi output: '0, GTX 1080, 8192'"),
     ("with a header line", "index, name, memory.total [MiB], memory.used [MiB], utilization.gpu [%]\n"
-     "0, GTX 1080, 8192, 1, 2", (), "unexpected nvidia-smi output: 'index, name"),
+     "0, GTX 1080, 8192, 1, 2", (make_gpu(0, "GTX 1080", 8192, 1, 2),), None),
+    ("the survey's query, columns by name",
+     "index, uuid, name, driver_version, memory.total [MiB], memory.used [MiB], utilization.gpu [%]\n"
+     "0, GPU-4f3a, NVIDIA GeForce GTX 1080, 535.183.01, 8192, 7900, 97",
+     (Gpu(index=0, name="NVIDIA GeForce GTX 1080", memory_total_mb=8192, memory_used_mb=7900, utilization_pct=97,
+          driver_version="535.183.01", uuid="GPU-4f3a"),), None),
+    ("a header without the memory", "index, name\n0, GTX 1080", (), "unexpected nvidia-smi output: no column"),
     ("garbled number", "0, GTX 1080, lots, 1, 2", (), "unexpected nvidia-smi output"),
 ]
+
+
+@pytest.mark.parametrize(("text", "processes"), [
+    ("gpu_uuid, pid, process_name, used_gpu_memory [MiB]\nGPU-4f3a, 4242, /usr/bin/ollama, 6900\n"
+     "GPU-4f3a, 77, python3, [N/A]",
+     (GpuProcess(gpu_uuid="GPU-4f3a", pid=4242, name="/usr/bin/ollama", used_memory_mb=6900),
+      GpuProcess(gpu_uuid="GPU-4f3a", pid=77, name="python3", used_memory_mb=-1))),
+    ("gpu_uuid, pid, process_name, used_memory [MiB]", ()),  # nothing runs: the header alone
+    ("No running processes found", ()),
+    ("", ()),
+    ("gpu_uuid, pid, process_name, used_memory [MiB]\nGPU-1, not-a-pid, x, 1\nGPU-1, 5", ()),  # skipped, not raised
+])
+def test_parse_gpu_processes(text, processes):
+    assert parse_gpu_processes(text) == processes
 
 
 @pytest.mark.parametrize(("text", "gpus", "error"), [c[1:] for c in SMI_CASES], ids=[c[0] for c in SMI_CASES])
