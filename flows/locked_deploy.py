@@ -25,6 +25,8 @@ from tasks.engine.prefect_slots import prefect_host_slots
 from tasks.engine.report import DeployReport, StackResult
 from tasks.engine.rollout import Rollout, Verify, apply_plan
 from tasks.engine.secrets_sync import resolve_secrets
+from tasks.engine.step_set import Steps
+from tasks.engine.worker_session import worker_hosts, worker_runs, worker_steps, worker_transports
 from tasks.host_commands.lock import LockOwner
 from tasks.host_commands.survey import HostSurvey
 from tasks.steps import PREFECT_STEPS
@@ -50,22 +52,35 @@ async def deploy_locked(desired: DesiredState, *, started: float, full: bool, pr
     committed (staging's smoke tests); ``kind`` names the report (deploy, staging); ``events``
     tells the agents of each phase and each failed or undone stack."""
     run_id = str(flow_run.get_id())
-    desired = await asyncio.to_thread(resolve_secrets, desired)  # Vault problems stop the run here
     owner = LockOwner.for_run(run_id, desired.commit)
-    async with HostPool(ssh_targets(desired)) as pool, \
-            hold_hosts(pool, desired, owner, lock_wait_s, PREFECT_STEPS.survey) as surveys:
+    workers = worker_hosts(desired)
+    steps = worker_steps(PREFECT_STEPS) if workers else PREFECT_STEPS
+    # the worker hosts' runs start first: their start-up overlaps the secrets sync
+    async with worker_transports(desired, run_id) as on_workers:
+        desired = await asyncio.to_thread(resolve_secrets, desired)  # Vault problems stop the run here
+        return await _deploy_on(desired, HostPool(ssh_targets(desired, worker_hosts=workers), others=on_workers),
+                                steps, run_id=run_id, owner=owner, started=started, full=full, prune=prune,
+                                on_failure=on_failure, refresh_images=refresh_images, lock_wait_s=lock_wait_s,
+                                under_locks=under_locks, verify=verify, kind=kind, notes=notes, events=events)
+
+
+async def _deploy_on(desired: DesiredState, hosts: HostPool, steps: Steps, *, run_id: str, owner: LockOwner,
+                     started: float, full: bool, prune: bool, on_failure: FailurePolicy | None, refresh_images: bool,
+                     lock_wait_s: float, under_locks: UnderLocks | None, verify: Verify | None, kind: str,
+                     notes: dict | None, events: RunEvents | None) -> DeployReport:
+    async with hosts as pool, hold_hosts(pool, desired, owner, lock_wait_s, steps.survey) as surveys:
         redeploy = {}
         if under_locks:
             desired, redeploy = await under_locks.before_plan(pool, desired)
         interrupted = report_interrupted(surveys)
         fresh = await refresh_hosts(pool, desired, surveys, everything=refresh_images,
-                                    read=PREFECT_STEPS.refresh_images)
+                                    read=steps.refresh_images)
         for warning in fresh.warnings:
             get_run_logger().warning("%s", warning)
         plan = make_plan(desired, surveys, full=full, fresh_images=fresh.ids, redeploy=redeploy)
         if plan.pending:
             await publish_plan(plan)
-        run = Rollout(pool=pool, desired=desired, surveys=surveys, flow_run_id=run_id, steps=PREFECT_STEPS,
+        run = Rollout(pool=pool, desired=desired, surveys=surveys, flow_run_id=run_id, steps=steps,
                       prune=prune, on_failure=on_failure, verify=verify, events=events)
         # Prefect's per-host slots, for the hosts this run will change (a no-op changes none)
         async with prefect_host_slots(sorted({c.host for c in plan.pending}), lock_wait_s):
@@ -75,7 +90,8 @@ async def deploy_locked(desired: DesiredState, *, started: float, full: bool, pr
         report = DeployReport(kind=kind, source=desired.source, commit=desired.commit, flow_run_id=run_id,
                               stacks=results, remote_seconds=pool.remote_seconds(), wall_s=time.monotonic() - started,
                               interrupted=interrupted, snapshots=run.snapshot_log.entries,
-                              notes={**(notes or {}), **(under_locks.to_json() if under_locks else {})})
+                              notes={**(notes or {}), **(under_locks.to_json() if under_locks else {}),
+                                     **({"worker_runs": runs} if (runs := worker_runs(pool)) else {})})
     await publish_report(report)
     audit.append(f"{kind}.finished", flow_run_id=run_id, source=desired.source, commit=desired.commit,
                  result="success" if report.ok else "failed",

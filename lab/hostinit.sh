@@ -61,9 +61,19 @@ boot() {
   mount -t proc lab-proc /proc
   mount -t tmpfs -o mode=1777,size=256m lab-shm /dev/shm
 
+  local py=${LAB_PYTHON_PREFIX:-}
+  if [ -n "$py" ] && [ -d "$py" ]; then
+    # the machine's Python under /root (see manager.python_prefix_env), kept across the /root bind
+    mkdir -p /run/.lab-python && mount --bind "$py" /run/.lab-python
+  fi
+
   mount --bind "$dir/etc-containers" /etc/containers
   mount --bind "$dir/etc-hosts" /etc/hosts
   mount --bind "$dir/root" /root
+  if [ -d /run/.lab-python ] && mountpoint -q /run/.lab-python; then
+    mkdir -p "$py" && mount --move /run/.lab-python "$py" && mount -o remount,bind,ro "$py"
+    rmdir /run/.lab-python
+  fi
   mount --bind "$dir/srv" /srv
   # Podman keeps its blob-info cache in /var/lib/containers whatever storage.conf says.
   mount --bind "$dir/var-lib-containers" /var/lib/containers

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +85,13 @@ def _ready(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}/root/run/lab-ready")
 
 
+def python_prefix_env() -> dict[str, str]:
+    """A host's /root is its own; when this machine's Python lives under /root (pyenv), the host
+    keeps seeing it, read-only, so a worker on the host can run the project's venv."""
+    prefix = os.path.realpath(sys.base_prefix)
+    return {"LAB_PYTHON_PREFIX": prefix} if prefix.startswith("/root/") else {}
+
+
 def _boot(host: str) -> None:
     d = host_dir(host)
     procs.init_pid_path(host).unlink(missing_ok=True)
@@ -99,7 +107,7 @@ def _boot(host: str) -> None:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            env=HOST_ENV,
+            env={**HOST_ENV, **python_prefix_env()},
             cwd="/",
             start_new_session=True,  # survives Ctrl-C of whoever ran up()
         )

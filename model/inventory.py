@@ -82,6 +82,7 @@ class Host(_Strict):
     role: str = ""
     environment: Literal["production", "staging"] = "production"
     gpu: bool = False
+    dispatch: Literal["ssh", "worker"] = "ssh"  # worker: its steps run on it, by its own Prefect worker
     min_free_disk_mb: int | None = Field(None, ge=0)
     state_dir: str | None = None
     proxmox: ProxmoxVm | None = None

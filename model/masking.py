@@ -68,6 +68,11 @@ class SecretMasker:
                     self._forms |= encoded_forms(value)
                     self._stale = True
 
+    def values(self) -> list[str]:
+        """The registered values (to hand to a worker host's masker)."""
+        with self._lock:
+            return sorted(self._values)
+
     def mask(self, text: str) -> str:
         if self._stale:
             self._compile()

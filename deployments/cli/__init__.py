@@ -20,6 +20,7 @@ from deployments.cli import (  # noqa: F401 - they register the commands
     serve,
     trust,
     webhook,
+    worker,
 )
 from deployments.cli.app import app
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from model.desired import DesiredState
@@ -47,8 +47,10 @@ def _adopt(target: SshTarget) -> SshTransport | None:
 class HostPool:
     """The connections of one flow run, opened on first use and closed together."""
 
-    def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER):
+    def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER, others: Mapping | None = None):
+        """``others``: transports that are not SSH (a worker host's, this host's own), by host."""
         self.transports = {t.name: _adopt(t) or SshTransport(t, masker) for t in targets}
+        self.transports.update(others or {})
 
     def __getitem__(self, name: str) -> SshTransport:
         return self.transports[name]
@@ -64,7 +66,8 @@ class HostPool:
     async def close(self) -> None:
         closing = []
         for transport in self.transports.values():
-            if _keep_warm and transport.connected and transport.target not in _PREWARMED:
+            if _keep_warm and isinstance(transport, SshTransport) and transport.connected \
+                    and transport.target not in _PREWARMED:
                 _PREWARMED[transport.target] = transport
             else:
                 closing.append(transport.close())
@@ -77,9 +80,12 @@ class HostPool:
         await self.close()
 
 
-def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarget]:
+def ssh_targets(desired: DesiredState, all_hosts: bool = False, worker_hosts: Iterable[str] = ()) -> list[SshTarget]:
+    """The SSH connections a run needs: every targeted host (or every host) but those whose
+    worker runs their steps (``worker_hosts``)."""
     inv = desired.inventory
     targeted = set(desired.targeted_hosts())
+    skip = set(worker_hosts)
 
     def local(path: str) -> Path:
         p = Path(path).expanduser()
@@ -88,4 +94,4 @@ def ssh_targets(desired: DesiredState, all_hosts: bool = False) -> list[SshTarge
     return [SshTarget(name=name, address=host.address, port=host.port, user=host.user,
                       known_hosts=local(inv.ssh.known_hosts), identity=local(inv.ssh.identity),
                       connect_timeout_s=inv.ssh.connect_timeout_s, command_timeout_s=inv.ssh.command_timeout_s)
-            for name, host in inv.hosts.items() if all_hosts or name in targeted]
+            for name, host in inv.hosts.items() if (all_hosts or name in targeted) and name not in skip]

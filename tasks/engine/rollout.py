@@ -40,8 +40,8 @@ from tasks.engine.step_set import PLAIN_STEPS, Steps
 from tasks.engine.undo import RollbackJournal
 from tasks.host_commands.survey import HostSurvey
 
-# (pool, results) -> {(host, stack): why it failed}; empty when all is well
-Verify = Callable[[HostPool, list[StackResult]], Awaitable[dict[tuple[str, str], str]]]
+# (pool, results, steps) -> {(host, stack): why it failed}; empty when all is well
+Verify = Callable[[HostPool, list[StackResult], Steps], Awaitable[dict[tuple[str, str], str]]]
 
 
 @dataclass(kw_only=True)
@@ -140,7 +140,7 @@ def _undone(run: Rollout, results: list[StackResult], undo_reason: str | None) -
 async def _verified(run: Rollout, results: list[StackResult], kept: list[PhaseHeld]) -> list[StackResult]:
     assert run.verify is not None
     try:
-        failures = await run.verify(run.pool, results)
+        failures = await run.verify(run.pool, results, run.steps)
     except Exception as exc:  # a broken check must not keep an unverified release
         failures = {(r.host, r.stack): f"verification could not run: {exc!r}" for r in results}
     if not failures:

@@ -11,8 +11,9 @@ from model.inventory import Inventory
 from model.staging import smoke_checks
 from tasks.engine.host_pool import HostPool
 from tasks.engine.report import StackResult
-from tasks.engine.smoke import SmokeResult, run_smoke_tests
+from tasks.engine.smoke import SmokeResult
 from tasks.engine.stack_deploy import new_record
+from tasks.engine.step_set import PLAIN_STEPS, Steps
 from tasks.host_commands.compose import release_project
 
 
@@ -22,7 +23,8 @@ class SmokeGate:
     production: Inventory  # where the smoke tests are declared (each stack's ``staging.smoke``)
     results: list[SmokeResult] = field(default_factory=list)
 
-    async def __call__(self, pool: HostPool, stacks: list[StackResult]) -> dict[tuple[str, str], str]:
+    async def __call__(self, pool: HostPool, stacks: list[StackResult],
+                       steps: Steps = PLAIN_STEPS) -> dict[tuple[str, str], str]:
         failures: dict[tuple[str, str], str] = {}
         for result in stacks:
             checks = smoke_checks(self.production, result.stack)
@@ -31,7 +33,7 @@ class SmokeGate:
             stack = self.staging.stacks[result.stack]
             record = new_record(self.staging, None, stack, result.host, result.release)
             project = release_project(self.staging.inventory.state_dir(result.host), record)
-            done = await run_smoke_tests(pool, result.host, project, result.stack, checks)
+            done = await steps.smoke(pool, result.host, project, result.stack, checks)
             self.results += done
             failed = [r for r in done if not r.ok]
             if failed:

@@ -89,7 +89,7 @@ async def deploy_stack(run: StackRun, change: Change) -> Outcome[StackResult]:
                          duration_s=time.monotonic() - started, error=error, logs=logs,
                          probe_output=attempt.probe_output, from_release=change.current_release,
                          images_from=change.current_images, images_to=tuple(sorted(set(stack.images.values()))))
-    return Outcome(result, undo.run if attempt.armed else None, failed=bool(error))
+    return Outcome(result, (lambda: run.steps.undo(undo)) if attempt.armed else None, failed=bool(error))
 
 
 def new_record(desired: DesiredState, flow_run_id: str | None, stack: DesiredStack, host: str,

@@ -36,7 +36,7 @@ def lock_wait_s(limit_s: float) -> float:
 async def run_locked(transport: SshTransport, state_dir: str, stack: str, argv: Sequence[str], *,
                      input: bytes | None = None, timeout: float | None = None, check: bool = True) -> CommandResult:
     """``transport.run(argv)`` holding ``stack``'s lock; ``StackBusy`` if it could not be had."""
-    wait = lock_wait_s(timeout or transport.target.command_timeout_s)
+    wait = lock_wait_s(timeout or transport.command_timeout_s)
     done = await transport.run(with_stack_lock(state_dir, stack, argv, wait), input=input, timeout=timeout,
                                check=False)
     if done.exit_status == STACK_BUSY:

@@ -16,9 +16,15 @@ from tasks.engine.image_refresh import read_fresh
 from tasks.engine.phase_snapshots import take_snapshot
 from tasks.engine.preflight import read_survey
 from tasks.engine.release_history import read_history
-from tasks.engine.undo import restore
+from tasks.engine.smoke import run_smoke_tests
+from tasks.engine.undo import StackUndo, restore
 
 Step = Callable[..., Awaitable[Any]]
+
+
+async def run_undo(undo: StackUndo) -> None:
+    """A failed or rolled-back stack's undo (a transaction's on_rollback hook: plain, not a task)."""
+    await undo.run()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +39,8 @@ class Steps:
     list_releases: Step = read_history
     refresh_images: Step = read_fresh
     hook: Step = run_hook
+    undo: Step = run_undo
+    smoke: Step = run_smoke_tests
 
 
 PLAIN_STEPS = Steps()

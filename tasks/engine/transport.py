@@ -83,6 +83,10 @@ class SshTransport:
         return self.target.name
 
     @property
+    def command_timeout_s(self) -> float:
+        return self.target.command_timeout_s
+
+    @property
     def connected(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
@@ -123,32 +127,19 @@ class SshTransport:
     async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
                   check: bool = True, quiet: bool = False) -> CommandResult:
         """Run ``argv`` on the host. The single choke point for remote commands."""
-        shown = self.masker.mask(shlex.join(argv))
-        limit = timeout or self.target.command_timeout_s
-        # the host ends the command at the limit (see guards.py); the local wait is longer, so
-        # that the host's side ends first and its exit is seen
-        command = shlex.join(with_timeout(argv, limit))
+        return await run_guarded(self, argv, input=input, timeout=timeout or self.target.command_timeout_s,
+                                 check=check, quiet=quiet)
+
+    async def execute(self, command: str, input: bytes | None, wait_s: float) -> tuple[int | None, str | None,
+                                                                                      bytes, bytes]:
+        """One shell command line on the host: (exit status, signal, stdout, stderr)."""
         conn = await self.connection()
-        started = time.monotonic()
         try:
-            with self.busy.running():
-                done = await asyncio.wait_for(conn.run(command, input=input, encoding=None, check=False),
-                                              timeout=limit + KILL_GRACE_S + LOCAL_MARGIN_S)
-        except TimeoutError:
-            raise RemoteTimeout(self.name, _short(shown), limit) from None
+            done = await asyncio.wait_for(conn.run(command, input=input, encoding=None, check=False), timeout=wait_s)
         except (asyncssh.ChannelOpenError, asyncssh.DisconnectError, asyncssh.ConnectionLost, OSError) as exc:
-            raise HostUnreachable(self.name, f"connection lost during `{_short(shown)}`: {exc}") from None
-        # stdout/stderr stay raw for the parsers; every error and report masks what it shows
-        result = CommandResult(host=self.name, command=shown, exit_status=done.exit_status, stdout=_text(done.stdout),
-                               stderr=_text(done.stderr), duration_s=time.monotonic() - started)
-        if timed_out(done.exit_status, done.exit_signal[0] if done.exit_signal else None, result.duration_s, limit):
-            raise RemoteTimeout(self.name, _short(shown), limit)
-        if not quiet:
-            _logger().info("%s$ %s  [exit %s, %.2fs]", self.name, _short(shown), result.exit_status,
-                           result.duration_s)
-        if check and not result.ok:
-            raise RemoteCommandError(self.name, _short(shown), result.exit_status, result.stderr or result.stdout)
-        return result
+            raise HostUnreachable(self.name, f"connection lost during `{_short(self.masker.mask(command))}`: "
+                                             f"{exc}") from None
+        return done.exit_status, done.exit_signal[0] if done.exit_signal else None, done.stdout, done.stderr
 
     async def upload(self, path: str, data: bytes, mode: int = 0o644) -> CommandResult:
         """Atomic write: temp file in the target directory, then rename."""
@@ -166,6 +157,31 @@ class SshTransport:
             with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
                 await asyncio.wait_for(self._conn.wait_closed(), timeout=2)
             self._conn = None
+
+
+async def run_guarded(transport, argv: Sequence[str], *, input: bytes | None, timeout: float, check: bool,
+                      quiet: bool) -> CommandResult:
+    """The shared discipline of every transport: the host ends the command at the limit (see
+    guards.py) and the local wait is longer, so that the host's side ends first and its exit is
+    seen; the command is logged masked; stdout/stderr stay raw for the parsers."""
+    shown = transport.masker.mask(shlex.join(argv))
+    command = shlex.join(with_timeout(argv, timeout))
+    started = time.monotonic()
+    try:
+        with transport.busy.running():
+            status, signal, out, err = await transport.execute(command, input, timeout + KILL_GRACE_S + LOCAL_MARGIN_S)
+    except TimeoutError:
+        raise RemoteTimeout(transport.name, _short(shown), timeout) from None
+    result = CommandResult(host=transport.name, command=shown, exit_status=status, stdout=_text(out),
+                           stderr=_text(err), duration_s=time.monotonic() - started)
+    if timed_out(status, signal, result.duration_s, timeout):
+        raise RemoteTimeout(transport.name, _short(shown), timeout)
+    if not quiet:
+        _logger().info("%s$ %s  [exit %s, %.2fs]", transport.name, _short(shown), result.exit_status,
+                       result.duration_s)
+    if check and not result.ok:
+        raise RemoteCommandError(transport.name, _short(shown), result.exit_status, result.stderr or result.stdout)
+    return result
 
 
 def _text(data: bytes | str | None) -> str:

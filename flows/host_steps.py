@@ -1,0 +1,117 @@
+"""host-steps: a worker host's side of a deploy. Its worker starts one run per deploy (see
+``tasks/engine/worker_session.py``); the run serves the orchestrator's orders until told to
+end, each by the same step as in SSH mode (a Prefect task, so the UI shows it), run here
+behind a local transport.
+
+It refuses to serve an orchestrator of another code version: the two sides exchange the
+engine's own values, so they must run the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
+
+from model.errors import HomelabError, HostUnreachable
+from model.masking import MASKER
+from tasks.engine.code_version import code_version
+from tasks.engine.host_pool import HostPool
+from tasks.engine.local_transport import LocalTransport
+from tasks.engine.undo import RollbackJournal
+from tasks.engine.worker_session import ORDER_PREFIX, POLL_S, Order, reply_prefix
+from tasks.engine.worker_wire import KEY_ENV, open_order, seal
+from tasks.steps import PREFECT_STEPS
+
+PARENT_CHECK_EVERY_S = 5.0
+
+
+class VersionMismatch(HomelabError):
+    pass
+
+
+@flow(name="host-steps", persist_result=False, log_prints=False)
+async def host_steps(parent_run_id: str, host: str, version: str, idle_timeout_s: float = 900) -> dict:
+    """Serve the deploy ``parent_run_id``'s steps for ``host`` on this machine."""
+    mine = code_version()
+    if version != mine:
+        raise VersionMismatch(f"the worker on {host} runs homelab-orchestrator {mine} and the orchestrator runs "
+                              f"{version}: run `homelab worker upgrade --host {host}`")
+    key = os.environ.get(KEY_ENV, "").encode()
+    if not key:
+        raise HomelabError(f"{KEY_ENV} is not set in the worker's environment (see `homelab worker install`)")
+    served = await serve_orders(str(flow_run.get_id()), parent_run_id, host, key, idle_timeout_s)
+    return {"host": host, "orders": served}
+
+
+async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_timeout_s: float) -> int:
+    pool = HostPool([], others={host: LocalTransport(host)})
+    running: set[asyncio.Task] = set()
+    seen: set[str] = set()
+    served, last_order, last_parent_check = 0, time.monotonic(), 0.0
+    async with get_client() as client:
+        while True:
+            found = await client.filter_flow_run_input(me, ORDER_PREFIX, limit=100, exclude_keys=seen)
+            orders = []
+            for item in found:
+                seen.add(item.key)
+                orders.append((item.key.removeprefix(ORDER_PREFIX), open_order(item.value, key)))
+            for order_id, order in sorted(orders, key=lambda o: o[1].name == "end"):
+                if order.name == "end":
+                    await asyncio.gather(*running)
+                    return served
+                MASKER.add(*order.secrets)
+                task = asyncio.create_task(_answer(client, parent_run_id, host, key, pool, order_id, order))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                served += 1
+                last_order = time.monotonic()
+            if not running and time.monotonic() - last_order > idle_timeout_s:
+                get_run_logger().warning("no order for %ss: the orchestrator's run is gone; ending", idle_timeout_s)
+                return served
+            if time.monotonic() - last_parent_check > PARENT_CHECK_EVERY_S:
+                last_parent_check = time.monotonic()
+                if await _parent_ended(client, parent_run_id):
+                    await asyncio.gather(*running)
+                    return served
+            await asyncio.sleep(POLL_S)
+
+
+async def _parent_ended(client, parent_run_id: str) -> bool:
+    with contextlib.suppress(Exception):
+        state = (await client.read_flow_run(parent_run_id)).state
+        return state is not None and state.is_final()
+    return False
+
+
+async def _answer(client, parent_run_id: str, host: str, key: bytes, pool: HostPool, order_id: str,
+                  order: Order) -> None:
+    try:
+        reply: tuple = ("ok", await _run(pool, host, order))
+    except HostUnreachable as exc:
+        reply = ("error", ("unreachable", MASKER.mask(str(exc))))
+    except Exception as exc:  # the orchestrator judges it, as it would judge the SSH step's failure
+        reply = ("error", ("step", MASKER.mask(str(exc)) or type(exc).__name__))
+    await client.create_flow_run_input(parent_run_id, f"{reply_prefix(host)}{order_id}", seal(reply, key))
+
+
+async def _run(pool: HostPool, host: str, order: Order) -> Any:
+    if order.name == "run":
+        (argv,) = order.args
+        return await pool[host].run(argv, check=False, **order.kwargs)
+    if order.name in ("undo", "restore"):
+        (undo,) = order.args
+        journal = RollbackJournal()
+        await getattr(PREFECT_STEPS, order.name)(replace(undo, pool=pool, journal=journal))
+        return journal
+    step = getattr(PREFECT_STEPS, order.name, None)
+    if step is None:
+        raise HomelabError(f"unknown order {order.name!r}")
+    return await step(pool, *order.args, **order.kwargs)

@@ -1,0 +1,362 @@
+"""Hosts in ``dispatch: worker`` mode: their steps run on the host, by its own Prefect worker.
+
+At the start of a run the orchestrator starts one run of the host's ``host-steps/<host>``
+deployment (``flows/host_steps.py``) on the host's work pool. The host's worker picks it up
+and the run serves orders until the orchestrator ends it: each order is one of the engine's
+steps (stage, compose up, health gate, record, hooks, undo) or a single command, sent and
+answered as sealed flow run inputs (``worker_wire.py``). The steps are the same functions as
+in SSH mode, run there behind a local transport; here ``WorkerTransport`` stands in for the
+SSH connection, so locks, pending markers, release records and rollbacks are the same.
+
+One run per host and deploy, not one per step: starting a Python process on the host costs
+seconds, an order costs a poll interval.
+
+Nothing hangs: a run that no worker picks up, a run that ends, and a worker that stops
+heartbeating all fail the waiting steps with a message that names the pool and the worker's
+last heartbeat, and the phase's policy applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from model.desired import DesiredState
+from model.errors import HomelabError, HostUnreachable, RemoteCommandError
+from model.masking import MASKER, SecretMasker
+from model.work_pools import host_pool, worker_version
+from tasks.engine.busy_clock import BusyClock
+from tasks.engine.code_version import code_version
+from tasks.engine.step_set import Steps
+from tasks.engine.transport import CommandResult
+from tasks.engine.undo import RollbackJournal, StackUndo
+from tasks.engine.worker_wire import open_reply, read_key, seal
+from tasks.host_commands.release_files import upload_file
+from tasks.host_commands.worker import HEARTBEAT_SECONDS
+
+FLOW_NAME = "host-steps"
+ORDER_PREFIX = "o-"
+POLL_S = 0.05  # how often a waiting side looks for the other's message
+START_TIMEOUT_S = 60.0  # from creating the host's run to its worker starting it
+LIVENESS_EVERY_S = 2.0
+STALE_AFTER_S = 3 * HEARTBEAT_SECONDS + 5  # a worker silent this long is gone
+
+
+def reply_prefix(host: str) -> str:
+    return f"r-{host}-"
+
+
+def deployment_name(host: str) -> str:
+    return f"{FLOW_NAME}/{host}"
+
+
+class WorkerUnavailable(HostUnreachable):
+    """The host's worker did not take its run, or stopped while serving it."""
+
+
+class WorkerStepFailed(HomelabError):
+    """A step on a worker host raised; the message is the host's."""
+
+
+@dataclass(frozen=True)
+class Order:
+    name: str  # a Steps field, "undo", "run" or "end"
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()  # for the host's masker: its logs and errors hide them too
+
+
+class WorkerSession:
+    """The orchestrator's side of one host's ``host-steps`` run."""
+
+    def __init__(self, host: str, pool: str, parent_run_id: str, key: bytes):
+        self.host, self.pool, self.parent_run_id, self.key = host, pool, parent_run_id, key
+        self.child_run_id: str | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._seen: set[str] = set()
+        self._poller: asyncio.Task | None = None
+        self._broken: Exception | None = None
+        self._created_at = 0.0
+        self._ended = False
+
+    async def start(self) -> None:
+        from prefect.deployments import run_deployment
+        from prefect.exceptions import ObjectNotFound
+
+        await self._refuse_other_versions()
+        try:
+            run = await run_deployment(deployment_name(self.host), timeout=0, as_subflow=True,
+                                       parameters={"parent_run_id": self.parent_run_id, "host": self.host,
+                                                   "version": code_version()})
+        except ObjectNotFound:
+            raise WorkerUnavailable(self.host, f"no {deployment_name(self.host)} deployment: run "
+                                               f"`homelab worker install --host {self.host}`") from None
+        self.child_run_id = str(run.id)
+        self._created_at = time.monotonic()
+        self._poller = asyncio.create_task(self._poll())
+
+    async def _refuse_other_versions(self) -> None:
+        """Before any run: the pool's live workers must run this code (the wire carries its values)."""
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            workers = await read_pool_workers(client, self.pool)
+        now = datetime.now(UTC)
+        live = [w for w in workers if w.last_heartbeat_time
+                and (now - w.last_heartbeat_time).total_seconds() <= STALE_AFTER_S]
+        mine = code_version()
+        if live and all(worker_version(w.name) != mine for w in live):
+            theirs = ", ".join(sorted({worker_version(w.name) or "unknown" for w in live}))
+            raise WorkerUnavailable(self.host, f"the worker of pool {self.pool} runs version {theirs}, the "
+                                               f"orchestrator {mine}: run `homelab worker upgrade --host {self.host}`")
+
+    async def call(self, name: str, args: Sequence[Any] = (), kwargs: dict | None = None) -> Any:
+        if self._broken:
+            raise self._broken
+        assert self.child_run_id is not None, "start() first"
+        from prefect.client.orchestration import get_client
+
+        order_id = str(next(self._ids))
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[order_id] = future
+        order = Order(name=name, args=tuple(args), kwargs=kwargs or {}, secrets=tuple(MASKER.values()))
+        async with get_client() as client:
+            await client.create_flow_run_input(self.child_run_id, f"{ORDER_PREFIX}{order_id}", seal(order, self.key))
+        try:
+            status, value = await future
+        finally:
+            self._waiting.pop(order_id, None)
+        if status == "ok":
+            return value
+        kind, message = value
+        if kind == "unreachable":
+            raise HostUnreachable(self.host, message)
+        raise WorkerStepFailed(message)
+
+    async def end(self) -> None:
+        """Tell the host's run to finish; it completes once its last order is answered."""
+        if self._ended:
+            return
+        self._ended = True
+        if self._poller:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._poller
+        if self.child_run_id and not self._broken:
+            from prefect.client.orchestration import get_client
+
+            with contextlib.suppress(Exception):
+                async with get_client() as client:
+                    await client.create_flow_run_input(self.child_run_id, f"{ORDER_PREFIX}end",
+                                                       seal(Order(name="end"), self.key))
+
+    async def _poll(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            last_check = 0.0
+            while True:
+                if self._waiting:
+                    found = await client.filter_flow_run_input(self.parent_run_id, reply_prefix(self.host),
+                                                               limit=100, exclude_keys=self._seen)
+                    for item in found:
+                        self._seen.add(item.key)
+                        self._answer(item.key.removeprefix(reply_prefix(self.host)), item.value)
+                    if time.monotonic() - last_check >= LIVENESS_EVERY_S:
+                        last_check = time.monotonic()
+                        problem = await self._liveness(client)
+                        if problem:
+                            self._fail_all(WorkerUnavailable(self.host, problem))
+                            return
+                await asyncio.sleep(POLL_S)
+
+    def _answer(self, order_id: str, token: str) -> None:
+        future = self._waiting.get(order_id)
+        if future is None or future.done():
+            return
+        try:
+            future.set_result(open_reply(token, self.key))
+        except HomelabError as exc:
+            future.set_exception(exc)
+
+    def _fail_all(self, exc: Exception) -> None:
+        self._broken = exc
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _liveness(self, client) -> str | None:
+        """Why the host's run can no longer answer, or None while it can."""
+        run = await client.read_flow_run(self.child_run_id)
+        state = run.state
+        if state is not None and state.is_final():
+            return (f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} ended {state.name}: "
+                    f"{(state.message or '').strip()[:300]}")
+        heartbeat = await last_heartbeat(client, self.pool)
+        seen = f"last heartbeat {heartbeat.isoformat(timespec='seconds')}" if heartbeat else "no worker ever seen"
+        if state is None or not state.is_running():
+            if time.monotonic() - self._created_at > START_TIMEOUT_S:
+                return (f"no worker on pool {self.pool} started its {FLOW_NAME} run within {START_TIMEOUT_S:g}s "
+                        f"({seen})")
+            return None
+        if heartbeat is None or (datetime.now(UTC) - heartbeat).total_seconds() > STALE_AFTER_S:
+            await _mark_crashed(client, self.child_run_id, f"the worker of pool {self.pool} stopped ({seen})")
+            return f"the worker of pool {self.pool} stopped while serving run {self.child_run_id} ({seen})"
+        return None
+
+
+async def read_pool_workers(client, pool: str) -> list:
+    """The pool's workers; none when the pool does not exist yet."""
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    try:
+        return await client.read_workers_for_work_pool(pool)
+    except ObjectNotFound:
+        return []
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return []
+        raise
+
+
+async def last_heartbeat(client, pool: str) -> datetime | None:
+    beats = [w.last_heartbeat_time for w in await read_pool_workers(client, pool) if w.last_heartbeat_time]
+    return max(beats) if beats else None
+
+
+async def _mark_crashed(client, flow_run_id: str, message: str) -> None:
+    from prefect.states import Crashed
+
+    with contextlib.suppress(Exception):
+        await client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
+
+
+class WorkerTransport:
+    """Stands in for the SSH connection to a ``dispatch: worker`` host: each command is an
+    order to the host's run. (Steps go whole, see ``worker_steps``.)"""
+
+    command_timeout_s = 300.0  # as SSH's default: the host's side enforces each command's own limit
+
+    def __init__(self, session: WorkerSession, masker: SecretMasker = MASKER):
+        self.session = session
+        self.name = session.host
+        self.masker = masker
+        self.busy = BusyClock()
+
+    @property
+    def connected(self) -> bool:
+        return self.session._broken is None
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
+                  check: bool = True, quiet: bool = False) -> CommandResult:
+        with self.busy.running():
+            result: CommandResult = await self.session.call("run", (list(argv),), {"input": input, "timeout": timeout,
+                                                                                  "quiet": quiet})
+        if check and not result.ok:
+            raise RemoteCommandError(self.name, result.command, result.exit_status, result.stderr or result.stdout)
+        return result
+
+    async def upload(self, path: str, data: bytes, mode: int = 0o644) -> CommandResult:
+        return await self.run(upload_file(path, mode, len(data)), input=data)
+
+    async def open_tcp(self, host: str, port: int, timeout: float) -> tuple:
+        raise HomelabError(f"{self.name}: probes of a worker host run on the host (a step), not from here")
+
+    async def _refuse_other_versions(self) -> None:
+        """Before any run: the pool's live workers must run this code (the wire carries its values)."""
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            workers = await read_pool_workers(client, self.pool)
+        now = datetime.now(UTC)
+        live = [w for w in workers if w.last_heartbeat_time
+                and (now - w.last_heartbeat_time).total_seconds() <= STALE_AFTER_S]
+        mine = code_version()
+        if live and all(worker_version(w.name) != mine for w in live):
+            theirs = ", ".join(sorted({worker_version(w.name) or "unknown" for w in live}))
+            raise WorkerUnavailable(self.host, f"the worker of pool {self.pool} runs version {theirs}, the "
+                                               f"orchestrator {mine}: run `homelab worker upgrade --host {self.host}`")
+
+    async def call(self, name: str, args: Sequence[Any], kwargs: dict) -> Any:
+        with self.busy.running():
+            return await self.session.call(name, args, kwargs)
+
+    async def close(self) -> None:
+        await self.session.end()
+
+
+def worker_hosts(desired: DesiredState, hosts: Sequence[str] | None = None) -> list[str]:
+    inv = desired.inventory
+    return [h for h in (hosts or desired.targeted_hosts()) if inv.hosts[h].dispatch == "worker"]
+
+
+@contextlib.asynccontextmanager
+async def worker_transports(desired: DesiredState, parent_run_id: str,
+                            hosts: Sequence[str] | None = None) -> AsyncIterator[dict[str, WorkerTransport]]:
+    """Start every worker host's run at once (their start-up overlaps), end them together."""
+    sessions = {h: WorkerSession(h, host_pool(h, desired.inventory.hosts[h]).name, parent_run_id, read_key(h))
+                for h in worker_hosts(desired, hosts)}
+    transports = {h: WorkerTransport(s) for h, s in sessions.items()}
+    try:
+        await asyncio.gather(*(s.start() for s in sessions.values()))
+        yield transports
+    finally:
+        await asyncio.gather(*(s.end() for s in sessions.values()), return_exceptions=True)
+
+
+def worker_runs(pool) -> dict[str, str]:
+    """host -> its host-steps run, for the report (the host's logs and step states are there)."""
+    return {name: t.session.child_run_id for name, t in pool.transports.items()
+            if isinstance(t, WorkerTransport) and t.session.child_run_id}
+
+
+# ---------------------------------------------------------------- steps sent whole
+
+
+def _sent_whole(name: str, host_of, fallback):
+    async def step(pool, *args, **kwargs):
+        transport = pool[host_of(args, kwargs)]
+        if isinstance(transport, WorkerTransport):
+            return await transport.call(name, args, kwargs)
+        return await fallback(pool, *args, **kwargs)
+    step.__name__ = f"{name}_on_host"
+    return step
+
+
+def _undo_sent_whole(name: str, fallback):
+    async def step(undo: StackUndo) -> None:
+        transport = undo.pool[undo.host]
+        if not isinstance(transport, WorkerTransport):
+            return await fallback(undo)
+        try:
+            journal: RollbackJournal = await transport.call(name, (replace(undo, pool=None, journal=None),), {})
+        except HomelabError as exc:
+            undo.journal.note(undo.host, undo.stack, f"rollback FAILED: {exc}", ok=False)
+            return None
+        for key, text in journal.entries.items():
+            undo.journal.note(*key, text, ok=key not in journal.failed)
+    return step
+
+
+def _first(args, kwargs) -> str:
+    return args[0] if args else kwargs["host"]
+
+
+def _record_host(args, kwargs) -> str:
+    return (args[1] if len(args) > 1 else kwargs["record"]).host
+
+
+def worker_steps(base: Steps) -> Steps:
+    """``base`` with every host step sent whole to a worker host's run (SSH hosts keep ``base``)."""
+    whole = {name: _sent_whole(name, _first, getattr(base, name))
+             for name in ("survey", "stage", "start", "health_gate", "list_releases", "refresh_images", "hook",
+                          "smoke")}
+    return replace(base, **whole, record=_sent_whole("record", _record_host, base.record),
+                   undo=_undo_sent_whole("undo", base.undo), restore=_undo_sent_whole("restore", base.restore))
