@@ -86,25 +86,25 @@ async def install(desired: DesiredState, host: str, *, api_url: str, python: str
     name = worker_name(host, code_version())
     async with HostPool([t for t in ssh_targets(desired, all_hosts=True) if t.name == host]) as ssh:
         transport = ssh[host]
-        state_dir = (await transport.run(commands.absolute_dir(inv.state_dir(host)))).stdout.strip()
+        home = (await transport.run(commands.absolute_dir("."))).stdout.strip()
         env = commands.worker_env(api_url, server.auth_string())
-        env.update({KEY_ENV: _key(host, renew_key).decode(), "PYTHONPATH": commands.project_dir(state_dir),
-                    "PREFECT_HOME": f"{commands.worker_dir(state_dir)}/prefect-home", **server.QUIET_ENV})
-        await ensure_pool_and_deployment(pool, commands.project_dir(state_dir))
-        await transport.run(commands.write_env_file(state_dir), input=commands.env_file_text(env).encode(),
+        env.update({KEY_ENV: _key(host, renew_key).decode(), "PYTHONPATH": commands.project_dir(home),
+                    "PREFECT_HOME": f"{commands.worker_dir(home)}/prefect-home", **server.QUIET_ENV})
+        await ensure_pool_and_deployment(pool, commands.project_dir(home))
+        await transport.run(commands.write_env_file(home), input=commands.env_file_text(env).encode(),
                             quiet=True)
-        await transport.run(commands.install_project(state_dir), input=project_tarball(), timeout=120)
+        await transport.run(commands.install_project(home), input=project_tarball(), timeout=120)
         if python is None:
-            await transport.run(commands.create_venv(state_dir), timeout=600)
-            python = commands.venv_python(state_dir)
+            await transport.run(commands.create_venv(home), timeout=600)
+            python = commands.venv_python(home)
         init = (await transport.run(commands.init_system())).stdout.strip()
         if init == "systemd":
             unit = commands.systemd_unit(pool=pool.name, name=name, python=python,
-                                         project_dir=commands.project_dir(state_dir),
-                                         env_file=f"{commands.worker_dir(state_dir)}/env")
+                                         project_dir=commands.project_dir(home),
+                                         env_file=f"{commands.worker_dir(home)}/env")
             await transport.run(commands.install_unit(pool.name), input=unit.encode())
         else:
-            await transport.run(commands.start_supervised(state_dir, python, pool.name, name))
+            await transport.run(commands.start_supervised(home, python, pool.name, name))
     return await wait_for_worker(pool, name)
 
 

@@ -51,6 +51,8 @@ class Defaults(_Strict):
     health_timeout_s: float = Field(120, gt=0)
     min_free_disk_mb: int = Field(1024, ge=0)
     state_dir: str = Field(".homelab", description="relative paths are under the deploy user's home")
+    worker_start_timeout_s: float = Field(60, gt=0, description="dispatch: worker: how long a host's worker "
+                                                                 "may take to start the deploy's steps run")
 
     @field_validator("state_dir")
     @classmethod

@@ -42,10 +42,19 @@ from tasks.host_commands.worker import HEARTBEAT_SECONDS
 
 FLOW_NAME = "host-steps"
 ORDER_PREFIX = "o-"
-POLL_S = 0.05  # how often a waiting side looks for the other's message
-START_TIMEOUT_S = 60.0  # from creating the host's run to its worker starting it
+POLL_S = 0.1  # how often a waiting side looks for the other's message (each look is one API call)
 LIVENESS_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_SECONDS + 5  # a worker silent this long is gone
+
+
+def _log():
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_logger, get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return get_logger("homelab.workers")
 
 
 def reply_prefix(host: str) -> str:
@@ -75,8 +84,9 @@ class Order:
 class WorkerSession:
     """The orchestrator's side of one host's ``host-steps`` run."""
 
-    def __init__(self, host: str, pool: str, parent_run_id: str, key: bytes):
+    def __init__(self, host: str, pool: str, parent_run_id: str, key: bytes, start_timeout_s: float = 60):
         self.host, self.pool, self.parent_run_id, self.key = host, pool, parent_run_id, key
+        self.start_timeout_s = start_timeout_s  # from creating the host's run to its worker starting it
         self.child_run_id: str | None = None
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future] = {}
@@ -85,6 +95,7 @@ class WorkerSession:
         self._broken: Exception | None = None
         self._created_at = 0.0
         self._ended = False
+        self._running_seen = False
 
     async def start(self) -> None:
         from prefect.deployments import run_deployment
@@ -201,9 +212,13 @@ class WorkerSession:
                     f"{(state.message or '').strip()[:300]}")
         heartbeat = await last_heartbeat(client, self.pool)
         seen = f"last heartbeat {heartbeat.isoformat(timespec='seconds')}" if heartbeat else "no worker ever seen"
+        if state is not None and state.is_running() and not self._running_seen:
+            self._running_seen = True
+            _log().info("%s: its worker started host-steps run %s on pool %s after %.1fs", self.host,
+                        self.child_run_id, self.pool, time.monotonic() - self._created_at)
         if state is None or not state.is_running():
-            if time.monotonic() - self._created_at > START_TIMEOUT_S:
-                return (f"no worker on pool {self.pool} started its {FLOW_NAME} run within {START_TIMEOUT_S:g}s "
+            if time.monotonic() - self._created_at > self.start_timeout_s:
+                return (f"no worker on pool {self.pool} started its {FLOW_NAME} run within {self.start_timeout_s:g}s "
                         f"({seen})")
             return None
         if heartbeat is None or (datetime.now(UTC) - heartbeat).total_seconds() > STALE_AFTER_S:
@@ -301,7 +316,9 @@ def worker_hosts(desired: DesiredState, hosts: Sequence[str] | None = None) -> l
 async def worker_transports(desired: DesiredState, parent_run_id: str,
                             hosts: Sequence[str] | None = None) -> AsyncIterator[dict[str, WorkerTransport]]:
     """Start every worker host's run at once (their start-up overlaps), end them together."""
-    sessions = {h: WorkerSession(h, host_pool(h, desired.inventory.hosts[h]).name, parent_run_id, read_key(h))
+    inv = desired.inventory
+    sessions = {h: WorkerSession(h, host_pool(h, inv.hosts[h]).name, parent_run_id, read_key(h),
+                                 inv.defaults.worker_start_timeout_s)
                 for h in worker_hosts(desired, hosts)}
     transports = {h: WorkerTransport(s) for h, s in sessions.items()}
     try:

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 
 from tasks.host_commands.shell import sh
 
-WORKER = "worker"  # under the host's state dir
+WORKER = ".homelab-worker"  # in the login's home: apart from the deploy state, which belongs to deploys
 POLL_SECONDS = 1.0  # PREFECT_WORKER_QUERY_SECONDS: a run is picked up within about this long
 HEARTBEAT_SECONDS = 10.0  # PREFECT_WORKER_HEARTBEAT_SECONDS: what `homelab worker status` shows
 
 
-def worker_dir(state_dir: str) -> str:
-    return f"{state_dir.rstrip('/')}/{WORKER}"
+def worker_dir(home: str) -> str:
+    return f"{home.rstrip('/')}/{WORKER}"
 
 
 def worker_env(api_url: str, auth_string: str | None, *, ca_file: str | None = None,
@@ -48,17 +48,17 @@ def env_file_text(env: Mapping[str, str]) -> str:
 WRITE_ENV_FILE = 'umask 077 && mkdir -p -- "$1" && cat > "$1/env.tmp" && mv -f -- "$1/env.tmp" "$1/env"'
 
 
-def write_env_file(state_dir: str) -> list[str]:
+def write_env_file(home: str) -> list[str]:
     """Writes stdin to ``<worker dir>/env`` (0600), atomically."""
-    return sh(WRITE_ENV_FILE, "homelab-worker-env", worker_dir(state_dir))
+    return sh(WRITE_ENV_FILE, "homelab-worker-env", worker_dir(home))
 
 
-def project_dir(state_dir: str) -> str:
-    return f"{worker_dir(state_dir)}/project"
+def project_dir(home: str) -> str:
+    return f"{worker_dir(home)}/project"
 
 
-def venv_python(state_dir: str) -> str:
-    return f"{worker_dir(state_dir)}/venv/bin/python"
+def venv_python(home: str) -> str:
+    return f"{worker_dir(home)}/venv/bin/python"
 
 
 def worker_argv(python: str, pool: str, name: str) -> list[str]:
@@ -79,8 +79,8 @@ def absolute_dir(path: str) -> list[str]:
     return sh('mkdir -p -- "$1" && cd -- "$1" && pwd', "absolute-dir", path)
 
 
-def install_project(state_dir: str) -> list[str]:
-    return sh(INSTALL_PROJECT, "homelab-worker-project", worker_dir(state_dir))
+def install_project(home: str) -> list[str]:
+    return sh(INSTALL_PROJECT, "homelab-worker-project", worker_dir(home))
 
 
 # A venv on the host with the project installed (needs the host's own route to PyPI).
@@ -88,8 +88,8 @@ CREATE_VENV = 'w=$1; [ -x "$w/venv/bin/python" ] || python3 -m venv "$w/venv" ||
               '"$w/venv/bin/pip" install -q "$w/project"'
 
 
-def create_venv(state_dir: str) -> list[str]:
-    return sh(CREATE_VENV, "homelab-worker-venv", worker_dir(state_dir))
+def create_venv(home: str) -> list[str]:
+    return sh(CREATE_VENV, "homelab-worker-venv", worker_dir(home))
 
 
 HAS_SYSTEMD = '[ -d /run/systemd/system ] && echo systemd || echo none'
@@ -130,16 +130,16 @@ for _ in $(seq 50); do [ -f "$w/supervisor.pid" ] && exit 0; sleep 0.1; done
 echo "the worker's supervisor did not start" >&2; exit 1"""
 
 
-def start_supervised(state_dir: str, python: str, pool: str, name: str) -> list[str]:
+def start_supervised(home: str, python: str, pool: str, name: str) -> list[str]:
     script = START_SUPERVISED.replace('"$SUPERVISE"', _single_quoted(SUPERVISE))
-    return sh(script, "homelab-worker-start", worker_dir(state_dir), *worker_argv(python, pool, name))
+    return sh(script, "homelab-worker-start", worker_dir(home), *worker_argv(python, pool, name))
 
 
 STOP_SUPERVISED = STOP_GROUP + '\nstop_group "$1/supervisor.pid"'
 
 
-def stop_supervised(state_dir: str) -> list[str]:
-    return sh(STOP_SUPERVISED, "homelab-worker-stop", worker_dir(state_dir))
+def stop_supervised(home: str) -> list[str]:
+    return sh(STOP_SUPERVISED, "homelab-worker-stop", worker_dir(home))
 
 
 def _single_quoted(text: str) -> str:

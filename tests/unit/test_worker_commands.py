@@ -40,7 +40,7 @@ def test_the_env_file_reads_back_in_sh_and_the_secret_is_never_on_the_command_li
     argv = write_env_file(str(tmp_path))
     assert all("p@ss" not in part for part in argv)
     subprocess.run(argv, input=env_file_text(env).encode(), check=True)
-    path = tmp_path / "worker" / "env"
+    path = tmp_path / ".homelab-worker" / "env"
     assert path.stat().st_mode & 0o777 == 0o600
     shown = subprocess.run(["sh", "-c", 'set -a; . "$1"; printf %s "$PREFECT_API_AUTH_STRING"', "t", str(path)],
                            capture_output=True, text=True, check=True).stdout
@@ -65,8 +65,8 @@ def test_the_supervisor_restarts_the_worker_and_stops_with_it(tmp_path) -> None:
     import time
 
     state = str(tmp_path)
-    (tmp_path / "worker" / "project").mkdir(parents=True)
-    (tmp_path / "worker" / "env").write_text(env_file_text({"GREETING": "hello there"}))
+    (tmp_path / ".homelab-worker" / "project").mkdir(parents=True)
+    (tmp_path / ".homelab-worker" / "env").write_text(env_file_text({"GREETING": "hello there"}))
     stand_in = tmp_path / "fake_python"
     stand_in.write_text('#!/bin/sh\necho "run $GREETING $*" >> "$0.runs"; sleep 0.3\n')
     stand_in.chmod(0o755)
@@ -76,9 +76,9 @@ def test_the_supervisor_restarts_the_worker_and_stops_with_it(tmp_path) -> None:
     runs = (tmp_path / "fake_python.runs").read_text().splitlines()
     assert len(runs) >= 2, runs  # restarted after it exited
     assert runs[0] == "run hello there -m prefect worker start --pool vps --type process --name vps@1"
-    pid = int((tmp_path / "worker" / "supervisor.pid").read_text())
+    pid = int((tmp_path / ".homelab-worker" / "supervisor.pid").read_text())
     subprocess.run(stop_supervised(state), check=True, timeout=20)
-    assert not (tmp_path / "worker" / "supervisor.pid").exists()
+    assert not (tmp_path / ".homelab-worker" / "supervisor.pid").exists()
     assert _gone(pid)
 
 
