@@ -26,7 +26,7 @@ from tasks.engine.code_version import code_version
 from tasks.engine.host_pool import HostPool
 from tasks.engine.local_transport import LocalTransport
 from tasks.engine.undo import RollbackJournal
-from tasks.engine.worker_session import ORDER_PREFIX, POLL_S, Order, reply_prefix
+from tasks.engine.worker_session import CHILD_HEARTBEAT_S, HEARTBEAT_KEY, ORDER_PREFIX, POLL_S, Order, reply_prefix
 from tasks.engine.worker_wire import KEY_ENV, open_order, seal
 from tasks.steps import PREFECT_STEPS
 
@@ -56,6 +56,7 @@ async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_
     running: set[asyncio.Task] = set()
     seen: set[str] = set()
     served, last_order, last_parent_check = 0, time.monotonic(), 0.0
+    last_beat, beats = time.monotonic(), 0
     async with get_client() as client:
         while True:
             found = await client.filter_flow_run_input(me, ORDER_PREFIX, limit=100, exclude_keys=seen)
@@ -76,6 +77,9 @@ async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_
             if not running and time.monotonic() - last_order > idle_timeout_s:
                 get_run_logger().warning("no order for %ss: the orchestrator's run is gone; ending", idle_timeout_s)
                 return served
+            if running and time.monotonic() - last_beat > CHILD_HEARTBEAT_S:
+                last_beat, beats = time.monotonic(), beats + 1
+                await client.create_flow_run_input(parent_run_id, f"{reply_prefix(host)}{HEARTBEAT_KEY}{beats}", "1")
             if time.monotonic() - last_parent_check > PARENT_CHECK_EVERY_S:
                 last_parent_check = time.monotonic()
                 if await _parent_ended(client, parent_run_id):

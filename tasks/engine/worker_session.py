@@ -11,9 +11,10 @@ SSH connection, so locks, pending markers, release records and rollbacks are the
 One run per host and deploy, not one per step: starting a Python process on the host costs
 seconds, an order costs a poll interval.
 
-Nothing hangs: a run that no worker picks up, a run that ends, and a worker that stops
-heartbeating all fail the waiting steps with a message that names the pool and the worker's
-last heartbeat, and the phase's policy applies.
+Nothing hangs: a run that no worker picks up, a run that ends, and a run that goes silent
+(it heartbeats while it works on orders; killed with its worker, or its host down) all fail
+the waiting steps with a message that names the pool and the worker's last heartbeat, and the
+phase's policy applies. The step that was cut off leaves its pending marker, for the next run.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ ORDER_PREFIX = "o-"
 POLL_S = 0.1  # how often a waiting side looks for the other's message (each look is one API call)
 LIVENESS_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_SECONDS + 5  # a worker silent this long is gone
+CHILD_HEARTBEAT_S = 3.0  # a host's run, while it works on orders, says so this often
+CHILD_SILENT_S = 15.0  # a host's run silent this long while steps wait on it is gone (killed, host down)
+HEARTBEAT_KEY = "hb-"
 
 
 def _log():
@@ -96,6 +100,8 @@ class WorkerSession:
         self._created_at = 0.0
         self._ended = False
         self._running_seen = False
+        self._sent_at: dict[str, float] = {}
+        self._last_signal = 0.0
 
     async def start(self) -> None:
         from prefect.deployments import run_deployment
@@ -137,6 +143,7 @@ class WorkerSession:
         order_id = str(next(self._ids))
         future = asyncio.get_running_loop().create_future()
         self._waiting[order_id] = future
+        self._sent_at[order_id] = time.monotonic()
         order = Order(name=name, args=tuple(args), kwargs=kwargs or {}, secrets=tuple(MASKER.values()))
         async with get_client() as client:
             await client.create_flow_run_input(self.child_run_id, f"{ORDER_PREFIX}{order_id}", seal(order, self.key))
@@ -144,6 +151,7 @@ class WorkerSession:
             status, value = await future
         finally:
             self._waiting.pop(order_id, None)
+            self._sent_at.pop(order_id, None)
         if status == "ok":
             return value
         kind, message = value
@@ -189,6 +197,9 @@ class WorkerSession:
                 await asyncio.sleep(POLL_S)
 
     def _answer(self, order_id: str, token: str) -> None:
+        self._last_signal = time.monotonic()
+        if order_id.startswith(HEARTBEAT_KEY):
+            return
         future = self._waiting.get(order_id)
         if future is None or future.done():
             return
@@ -221,10 +232,16 @@ class WorkerSession:
                 return (f"no worker on pool {self.pool} started its {FLOW_NAME} run within {self.start_timeout_s:g}s "
                         f"({seen})")
             return None
-        if heartbeat is None or (datetime.now(UTC) - heartbeat).total_seconds() > STALE_AFTER_S:
-            await _mark_crashed(client, self.child_run_id, f"the worker of pool {self.pool} stopped ({seen})")
-            return f"the worker of pool {self.pool} stopped while serving run {self.child_run_id} ({seen})"
+        silent = time.monotonic() - max(self._last_signal, self._oldest_wait())
+        if silent > CHILD_SILENT_S:
+            why = f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} went silent for {silent:.0f}s ({seen})"
+            await _mark_crashed(client, self.child_run_id, why)
+            return why
         return None
+
+    def _oldest_wait(self) -> float:
+        return min(self._sent_at.get(order_id, time.monotonic()) for order_id in self._waiting) if self._waiting \
+            else time.monotonic()
 
 
 async def read_pool_workers(client, pool: str) -> list:
@@ -283,21 +300,6 @@ class WorkerTransport:
 
     async def open_tcp(self, host: str, port: int, timeout: float) -> tuple:
         raise HomelabError(f"{self.name}: probes of a worker host run on the host (a step), not from here")
-
-    async def _refuse_other_versions(self) -> None:
-        """Before any run: the pool's live workers must run this code (the wire carries its values)."""
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
-            workers = await read_pool_workers(client, self.pool)
-        now = datetime.now(UTC)
-        live = [w for w in workers if w.last_heartbeat_time
-                and (now - w.last_heartbeat_time).total_seconds() <= STALE_AFTER_S]
-        mine = code_version()
-        if live and all(worker_version(w.name) != mine for w in live):
-            theirs = ", ".join(sorted({worker_version(w.name) or "unknown" for w in live}))
-            raise WorkerUnavailable(self.host, f"the worker of pool {self.pool} runs version {theirs}, the "
-                                               f"orchestrator {mine}: run `homelab worker upgrade --host {self.host}`")
 
     async def call(self, name: str, args: Sequence[Any], kwargs: dict) -> Any:
         with self.busy.running():

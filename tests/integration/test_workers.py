@@ -157,3 +157,45 @@ def test_workers_show_in_status_and_an_unauthenticated_worker_is_refused(
     assert b"401" in refused.stdout + refused.stderr
     again = json.loads(homelab(worker_env, "worker", "status", "-i", str(inventory), "--json").stdout)
     assert not [r for r in again if r["worker"] == "intruder"]
+
+
+def _pending_on_vps() -> bool:
+    done = manager.exec_on("vps", ["sh", "-c", "ls .homelab/releases/*/pending 2>/dev/null"])
+    return done.returncode == 0 and bool(done.stdout.strip())
+
+
+def test_a_worker_killed_mid_step_ends_in_the_policy_outcome_and_the_next_run_recovers(
+        worker_env: dict[str, str], clean_lab: Path, tmp_path: Path) -> None:
+    inventory = variant(clean_lab, tmp_path / "config", {"vps": "worker"})
+    deploy = subprocess.Popen([*HOMELAB, "deploy", "-i", str(inventory), "--yes", "--json"], env=worker_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _pending_on_vps():
+            assert deploy.poll() is None and time.monotonic() < deadline, "vps never started a step"
+            time.sleep(0.05)
+        # the host's worker and the run serving this deploy die at once (OOM killer, power cut)
+        killed = manager.exec_on("vps", ["sh", "-c", "pkill -9 -f '[s]upervise.sh'; pkill -9 -f '[p]refect worker start'; "
+                                                    "pkill -9 -f '[p]refect.engine'; true"])
+        assert killed.returncode == 0
+        killed_at = time.monotonic()
+        out, err = deploy.communicate(timeout=120)
+    finally:
+        deploy.kill()
+    assert time.monotonic() - killed_at < 60  # no hang: the silent run is given up on
+    assert deploy.returncode != 0
+    report = json.loads(out)
+    failed = {(s["host"], s["stack"]): s for s in report["stacks"] if s["result"] == "failed"}
+    assert failed and {host for host, _ in failed} == {"vps"}, report["stacks"]
+    assert all("went silent" in s["error"] for s in failed.values())
+    later = [s for s in report["stacks"] if s["result"] == "not-run"]
+    assert later or all(s["phase"] == "edge" for s in failed.values())  # halt: nothing after the failed phase
+    assert _pending_on_vps()  # the marker of the step that was cut off stays for the next run
+
+    again = homelab(worker_env, "worker", "upgrade", "-i", str(inventory), "--host", "vps", "--python", sys.executable)
+    assert again.returncode == 0, again.stderr[-2000:]
+    code, report = deploy_json(worker_env, inventory)
+    assert code == 0, report
+    assert {(i["host"], i["stack"]) for i in report["interrupted"]} >= set(failed)
+    assert set(results(report).values()) <= {"healthy", "unchanged"}
+    assert not _pending_on_vps()
