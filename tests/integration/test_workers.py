@@ -175,11 +175,12 @@ def test_a_worker_killed_mid_step_ends_in_the_policy_outcome_and_the_next_run_re
             assert deploy.poll() is None and time.monotonic() < deadline, "vps never started a step"
             time.sleep(0.05)
         # the host's worker and the run serving this deploy die at once (OOM killer, power cut)
-        killed = manager.exec_on("vps", ["sh", "-c", "pkill -9 -f '[s]upervise.sh'; pkill -9 -f '[p]refect worker start'; "
+        killed = manager.exec_on("vps", ["sh", "-c", "pkill -9 -f '[s]upervise.sh'; "
+                                                    "pkill -9 -f '[p]refect worker start'; "
                                                     "pkill -9 -f '[p]refect.engine'; true"])
         assert killed.returncode == 0
         killed_at = time.monotonic()
-        out, err = deploy.communicate(timeout=120)
+        out, _ = deploy.communicate(timeout=120)
     finally:
         deploy.kill()
     assert time.monotonic() - killed_at < 60  # no hang: the silent run is given up on
