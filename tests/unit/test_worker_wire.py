@@ -37,9 +37,9 @@ def test_a_reply_round_trips_the_engine_values_and_the_secret_is_not_readable() 
 
 def test_a_reply_cannot_run_code_or_build_arbitrary_classes_on_the_orchestrator() -> None:
     key = new_key()
-    with pytest.raises(WireError, match="may not build posix.system"):
+    with pytest.raises(WireError, match=r"may not build posix\.system"):
         open_reply(seal(_RunsCode(), key), key)
-    with pytest.raises(WireError, match="subprocess.Popen"):
+    with pytest.raises(WireError, match=r"subprocess\.Popen"):
         open_reply(seal(subprocess.Popen, key), key)
     assert not os.path.exists("/tmp/homelab-wire-pwned")
 
@@ -65,7 +65,7 @@ def test_the_local_transport_keeps_the_ssh_guards() -> None:
         here = LocalTransport("vps")
         done = await here.run(["sh", "-c", 'cat; echo "$0" >&2', "named"], input=b"from stdin")
         assert (done.stdout, done.stderr.strip(), done.exit_status) == ("from stdin", "named", 0)
-        with pytest.raises(RemoteCommandError, match="exit 3|exited with 3"):
+        with pytest.raises(RemoteCommandError, match=r"exit 3|exited with 3"):
             await here.run(["sh", "-c", "exit 3"])
         assert (await here.run(["sh", "-c", "exit 3"], check=False)).exit_status == 3
         with pytest.raises(RemoteTimeout):
