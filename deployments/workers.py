@@ -16,7 +16,7 @@ import os
 import tarfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from deployments import server
@@ -26,7 +26,7 @@ from model.work_pools import POOL_TYPE, host_pool, host_pools, worker_name, work
 from model.work_pools import HostPool as WorkPool
 from tasks.engine.code_version import ROOT, code_version, source_files
 from tasks.engine.host_pool import HostPool, ssh_targets
-from tasks.engine.worker_session import FLOW_NAME, STALE_AFTER_S, read_pool_workers
+from tasks.engine.worker_session import FLOW_NAME, is_live, read_pool_workers
 from tasks.engine.worker_wire import KEY_ENV, key_file, new_key
 from tasks.host_commands import worker as commands
 
@@ -144,14 +144,9 @@ async def pool_workers(pool: WorkPool, dispatch: str) -> list[WorkerRow]:
 
     async with get_client() as client:
         workers = await read_pool_workers(client, pool.name)
-    now = datetime.now(UTC)
-    rows = []
-    for w in workers:
-        beat = w.last_heartbeat_time
-        live = beat is not None and (now - beat).total_seconds() <= STALE_AFTER_S
-        rows.append(WorkerRow(pool=pool.name, host=pool.host, dispatch=dispatch, worker=w.name,
-                              status="online" if live else "offline", last_heartbeat=beat,
-                              version=worker_version(w.name)))
+    rows = [WorkerRow(pool=pool.name, host=pool.host, dispatch=dispatch, worker=w.name,
+                      status="online" if is_live(w.last_heartbeat_time) else "offline",
+                      last_heartbeat=w.last_heartbeat_time, version=worker_version(w.name)) for w in workers]
     return rows or [WorkerRow(pool=pool.name, host=pool.host, dispatch=dispatch, worker=None, status="none",
                               last_heartbeat=None, version=None)]
 

@@ -125,9 +125,7 @@ class WorkerSession:
 
         async with get_client() as client:
             workers = await read_pool_workers(client, self.pool)
-        now = datetime.now(UTC)
-        live = [w for w in workers if w.last_heartbeat_time
-                and (now - w.last_heartbeat_time).total_seconds() <= STALE_AFTER_S]
+        live = [w for w in workers if is_live(w.last_heartbeat_time)]
         mine = code_version()
         if live and all(worker_version(w.name) != mine for w in live):
             theirs = ", ".join(sorted({worker_version(w.name) or "unknown" for w in live}))
@@ -221,8 +219,6 @@ class WorkerSession:
         if state is not None and state.is_final():
             return (f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} ended {state.name}: "
                     f"{(state.message or '').strip()[:300]}")
-        heartbeat = await last_heartbeat(client, self.pool)
-        seen = f"last heartbeat {heartbeat.isoformat(timespec='seconds')}" if heartbeat else "no worker ever seen"
         if state is not None and state.is_running() and not self._running_seen:
             self._running_seen = True
             _log().info("%s: its worker started host-steps run %s on pool %s after %.1fs", self.host,
@@ -230,14 +226,20 @@ class WorkerSession:
         if state is None or not state.is_running():
             if time.monotonic() - self._created_at > self.start_timeout_s:
                 return (f"no worker on pool {self.pool} started its {FLOW_NAME} run within {self.start_timeout_s:g}s "
-                        f"({seen})")
+                        f"({await self._heartbeat_seen(client)})")
             return None
         silent = time.monotonic() - max(self._last_signal, self._oldest_wait())
         if silent > CHILD_SILENT_S:
-            why = f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} went silent for {silent:.0f}s ({seen})"
+            why = (f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} went silent for {silent:.0f}s "
+                   f"({await self._heartbeat_seen(client)})")
             await _mark_crashed(client, self.child_run_id, why)
             return why
         return None
+
+    async def _heartbeat_seen(self, client) -> str:
+        """For the message only: the pool's last worker heartbeat."""
+        heartbeat = await last_heartbeat(client, self.pool)
+        return f"last heartbeat {heartbeat.isoformat(timespec='seconds')}" if heartbeat else "no worker ever seen"
 
     def _oldest_wait(self) -> float:
         return min(self._sent_at.get(order_id, time.monotonic()) for order_id in self._waiting) if self._waiting \
@@ -256,6 +258,11 @@ async def read_pool_workers(client, pool: str) -> list:
         if exc.response.status_code == 404:
             return []
         raise
+
+
+def is_live(heartbeat: datetime | None, now: datetime | None = None) -> bool:
+    """A worker that heartbeat within ``STALE_AFTER_S``."""
+    return heartbeat is not None and ((now or datetime.now(UTC)) - heartbeat).total_seconds() <= STALE_AFTER_S
 
 
 async def last_heartbeat(client, pool: str) -> datetime | None:
