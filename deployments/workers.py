@@ -4,7 +4,9 @@ Install is the one-time bootstrap over SSH (afterwards the host pulls its work):
 project's code at the orchestrator's version, a Python with Prefect, the env file with the
 server URL, the auth string and the host's wire key (0600, from stdin), and a service: a
 systemd unit where systemd runs the host, else a supervised process. Then the pool and the
-host's ``host-steps`` deployment, and a wait for the worker's first heartbeat.
+host's ``host-steps`` deployment, and a wait for the worker's first heartbeat. Last, the
+host's standby run (``worker_standby.py``): the standbys of the worker it replaced are
+cancelled (its restart stopped them) and a new one is started at this version.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from model.work_pools import POOL_TYPE, host_pool, host_pools, worker_name, work
 from model.work_pools import HostPool as WorkPool
 from tasks.engine.code_version import ROOT, code_version, source_files
 from tasks.engine.host_pool import HostPool, ssh_targets
-from tasks.engine.worker_session import FLOW_NAME, is_live, read_pool_workers
-from tasks.engine.worker_wire import KEY_ENV, key_file, new_key
+from tasks.engine.worker_session import is_live, read_pool_workers
+from tasks.engine.worker_standby import create_standby, retire_standbys
+from tasks.engine.worker_wire import FLOW_NAME, KEY_ENV, key_file, new_key
 from tasks.host_commands import worker as commands
 
 ENTRYPOINT = "flows/host_steps.py:host_steps"
@@ -105,7 +108,17 @@ async def install(desired: DesiredState, host: str, *, api_url: str, python: str
             await transport.run(commands.install_unit(pool.name), input=unit.encode())
         else:
             await transport.run(commands.start_supervised(home, python, pool.name, name))
-    return await wait_for_worker(pool, name)
+    row = await wait_for_worker(pool, name)
+    await renew_standby(host)
+    return row
+
+
+async def renew_standby(host: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await retire_standbys(client, host, f"replaced: the worker was (re)installed at {code_version()}")
+    await create_standby(host, code_version())
 
 
 async def ensure_pool_and_deployment(pool: WorkPool, project_dir: str) -> None:

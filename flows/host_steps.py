@@ -1,7 +1,8 @@
-"""host-steps: a worker host's side of a deploy. Its worker starts one run per deploy (see
-``tasks/engine/worker_session.py``); the run serves the orchestrator's orders until told to
-end, each by the same step as in SSH mode (a Prefect task, so the UI shows it), run here
-behind a local transport.
+"""host-steps: a worker host's side of a deploy. A deploy claims the host's standby run, or
+starts a run of its own (see ``tasks/engine/worker_session.py`` and ``worker_standby.py``);
+the run serves the orchestrator's orders until told to end, each by the same step as in SSH
+mode (a Prefect task, so the UI shows it), run here behind a local transport. When it ends it
+starts the host's next standby.
 
 It refuses to serve an orchestrator of another code version: the two sides exchange the
 engine's own values, so they must run the same code.
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -26,8 +27,9 @@ from tasks.engine.code_version import code_version
 from tasks.engine.host_pool import HostPool
 from tasks.engine.local_transport import LocalTransport
 from tasks.engine.undo import RollbackJournal
-from tasks.engine.worker_session import CHILD_HEARTBEAT_S, HEARTBEAT_KEY, ORDER_PREFIX, POLL_S, Order, reply_prefix
-from tasks.engine.worker_wire import KEY_ENV, open_order, seal
+from tasks.engine.worker_session import CHILD_HEARTBEAT_S, HEARTBEAT_KEY, Order, poll_interval
+from tasks.engine.worker_standby import ensure_standby, wait_for_claim
+from tasks.engine.worker_wire import KEY_ENV, ORDER_PREFIX, open_order, reply_prefix, seal
 from tasks.steps import PREFECT_STEPS
 
 PARENT_CHECK_EVERY_S = 5.0
@@ -38,8 +40,9 @@ class VersionMismatch(HomelabError):
 
 
 @flow(name="host-steps", persist_result=False, log_prints=False)
-async def host_steps(parent_run_id: str, host: str, version: str, idle_timeout_s: float = 900) -> dict:
-    """Serve the deploy ``parent_run_id``'s steps for ``host`` on this machine."""
+async def host_steps(host: str, version: str, parent_run_id: str = "", idle_timeout_s: float = 900) -> dict:
+    """Serve the deploy ``parent_run_id``'s steps for ``host`` on this machine; with no
+    ``parent_run_id``, stand by until a deploy claims this run."""
     mine = code_version()
     if version != mine:
         raise VersionMismatch(f"the worker on {host} runs homelab-orchestrator {mine} and the orchestrator runs "
@@ -47,8 +50,29 @@ async def host_steps(parent_run_id: str, host: str, version: str, idle_timeout_s
     key = os.environ.get(KEY_ENV, "").encode()
     if not key:
         raise HomelabError(f"{KEY_ENV} is not set in the worker's environment (see `homelab worker install`)")
-    served = await serve_orders(str(flow_run.get_id()), parent_run_id, host, key, idle_timeout_s)
-    return {"host": host, "orders": served}
+    me = str(flow_run.get_id())
+    async with get_client() as client:
+        if not parent_run_id:
+            parent_run_id = await wait_for_claim(client, me, host, key, mine) or ""
+            if not parent_run_id:
+                return {"host": host, "orders": 0, "standby": True}
+            get_run_logger().info("claimed by the deploy run %s", parent_run_id)
+    try:
+        served = await serve_orders(me, parent_run_id, host, key, idle_timeout_s)
+    finally:
+        # the next deploy's run starts now, after this deploy's work, not during the next one
+        try:
+            async with get_client() as client:
+                await ensure_standby(client, host, mine, after=me)
+        except Exception as exc:  # the next deploy starts a run of its own
+            get_run_logger().warning("could not start the next standby run: %s", exc)
+    return {"host": host, "orders": served, "parent_run_id": parent_run_id}
+
+
+@dataclass
+class LastReply:
+    """When the last reply went out: the next order is likely near, so look soon."""
+    at: float = field(default_factory=time.monotonic)
 
 
 async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_timeout_s: float) -> int:
@@ -56,6 +80,7 @@ async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_
     running: set[asyncio.Task] = set()
     seen: set[str] = set()
     served, last_order, last_parent_check = 0, time.monotonic(), 0.0
+    replied = LastReply()
     last_beat, beats = time.monotonic(), 0
     async with get_client() as client:
         while True:
@@ -69,7 +94,7 @@ async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_
                     await asyncio.gather(*running)
                     return served
                 MASKER.add(*order.secrets)
-                task = asyncio.create_task(_answer(client, parent_run_id, host, key, pool, order_id, order))
+                task = asyncio.create_task(_answer(client, parent_run_id, host, key, pool, order_id, order, replied))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 served += 1
@@ -85,7 +110,7 @@ async def serve_orders(me: str, parent_run_id: str, host: str, key: bytes, idle_
                 if await _parent_ended(client, parent_run_id):
                     await asyncio.gather(*running)
                     return served
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(poll_interval(time.monotonic() - max(last_order, replied.at)))
 
 
 async def _parent_ended(client, parent_run_id: str) -> bool:
@@ -96,7 +121,7 @@ async def _parent_ended(client, parent_run_id: str) -> bool:
 
 
 async def _answer(client, parent_run_id: str, host: str, key: bytes, pool: HostPool, order_id: str,
-                  order: Order) -> None:
+                  order: Order, replied: LastReply) -> None:
     try:
         reply: tuple = ("ok", await _run(pool, host, order))
     except HostUnreachable as exc:
@@ -104,6 +129,7 @@ async def _answer(client, parent_run_id: str, host: str, key: bytes, pool: HostP
     except Exception as exc:  # the orchestrator judges it, as it would judge the SSH step's failure
         reply = ("error", ("step", MASKER.mask(str(exc)) or type(exc).__name__))
     await client.create_flow_run_input(parent_run_id, f"{reply_prefix(host)}{order_id}", seal(reply, key))
+    replied.at = time.monotonic()
 
 
 async def _run(pool: HostPool, host: str, order: Order) -> Any:

@@ -1,15 +1,18 @@
 """Hosts in ``dispatch: worker`` mode: their steps run on the host, by its own Prefect worker.
 
-At the start of a run the orchestrator starts one run of the host's ``host-steps/<host>``
-deployment (``flows/host_steps.py``) on the host's work pool. The host's worker picks it up
-and the run serves orders until the orchestrator ends it: each order is one of the engine's
-steps (stage, compose up, health gate, record, hooks, undo) or a single command, sent and
-answered as sealed flow run inputs (``worker_wire.py``). The steps are the same functions as
-in SSH mode, run there behind a local transport; here ``WorkerTransport`` stands in for the
-SSH connection, so locks, pending markers, release records and rollbacks are the same.
+At the start of a run the orchestrator claims the host's standby run of its
+``host-steps/<host>`` deployment (``flows/host_steps.py``, ``worker_standby.py``), or starts
+one on the host's work pool when there is none. The run serves orders until the orchestrator
+ends it: each order is one of the engine's steps (stage, compose up, health gate, record,
+hooks, undo) or a single command, sent and answered as sealed flow run inputs
+(``worker_wire.py``). The steps are the same functions as in SSH mode, run there behind a
+local transport; here ``WorkerTransport`` stands in for the SSH connection, so locks, pending
+markers, release records and rollbacks are the same.
 
-One run per host and deploy, not one per step: starting a Python process on the host costs
-seconds, an order costs a poll interval.
+One run per host and deploy, not one per step, and started ahead (the standby): starting a
+Python process on the host costs seconds, an order costs a round trip through the API. Both
+sides poll (``poll_interval``): quickly just after a message, when the next one is likely
+near, more slowly as a wait goes on; one poller (``ReplyInbox``) reads every host's replies.
 
 Nothing hangs: a run that no worker picks up, a run that ends, and a run that goes silent
 (it heartbeats while it works on orders; killed with its worker, or its host down) all fail
@@ -37,13 +40,12 @@ from tasks.engine.code_version import code_version
 from tasks.engine.step_set import Steps
 from tasks.engine.transport import CommandResult
 from tasks.engine.undo import RollbackJournal, StackUndo
-from tasks.engine.worker_wire import open_reply, read_key, seal
+from tasks.engine.worker_standby import ack_key, claim_standby, mark_crashed
+from tasks.engine.worker_wire import FLOW_NAME, ORDER_PREFIX, deployment_name, open_reply, read_key, reply_prefix, seal
 from tasks.host_commands.release_files import upload_file
 from tasks.host_commands.worker import HEARTBEAT_SECONDS
 
-FLOW_NAME = "host-steps"
-ORDER_PREFIX = "o-"
-POLL_S = 0.1  # how often a waiting side looks for the other's message (each look is one API call)
+POLL_MIN_S, POLL_MAX_S, POLL_FRACTION = 0.02, 0.25, 0.1
 LIVENESS_EVERY_S = 2.0
 STALE_AFTER_S = 3 * HEARTBEAT_SECONDS + 5  # a worker silent this long is gone
 CHILD_HEARTBEAT_S = 3.0  # a host's run, while it works on orders, says so this often
@@ -61,12 +63,11 @@ def _log():
         return get_logger("homelab.workers")
 
 
-def reply_prefix(host: str) -> str:
-    return f"r-{host}-"
-
-
-def deployment_name(host: str) -> str:
-    return f"{FLOW_NAME}/{host}"
+def poll_interval(since_activity_s: float) -> float:
+    """How long a waiting side sleeps before it looks again (each look is one API call): soon
+    after the last message, the answer is likely quick (the next order of a stack, a short
+    step's reply); later, each look may be late by a tenth of the wait so far."""
+    return min(POLL_MAX_S, max(POLL_MIN_S, POLL_FRACTION * since_activity_s))
 
 
 class WorkerUnavailable(HostUnreachable):
@@ -85,29 +86,121 @@ class Order:
     secrets: tuple[str, ...] = ()  # for the host's masker: its logs and errors hide them too
 
 
+class ReplyInbox:
+    """The deploy's side of the wire: one poller of its run's inputs for every worker host's
+    replies (one API call per look, however many hosts wait), routed to each host's session."""
+
+    def __init__(self, parent_run_id: str):
+        self.parent_run_id = parent_run_id
+        self.sessions: dict[str, WorkerSession] = {}
+        self.seen: set[str] = set()
+        self.last_activity = time.monotonic()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def add(self, session: WorkerSession) -> None:
+        self.sessions[session.host] = session
+
+    def sent(self) -> None:
+        """An order went out: look for its reply soon."""
+        self.last_activity = time.monotonic()
+        self._wake.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def _session_of(self, key: str) -> tuple[WorkerSession, str] | None:
+        # the longest prefix: host "vps" must not take the replies of host "vps-b"
+        for host in sorted(self.sessions, key=len, reverse=True):
+            if key.startswith(reply_prefix(host)):
+                return self.sessions[host], key.removeprefix(reply_prefix(host))
+        return None
+
+    async def _poll(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        failing_since: float | None = None
+        async with get_client() as client:
+            while True:
+                waiting = [s for s in self.sessions.values() if s.waiting]
+                if not waiting:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                try:
+                    await self._look(client, waiting)
+                    failing_since = None
+                except Exception as exc:  # the API is away: the waits fail once it stays away
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since > CHILD_SILENT_S:
+                        for session in waiting:
+                            session._fail_all(WorkerUnavailable(session.host, f"the Prefect API failed for "
+                                                                               f"{CHILD_SILENT_S:g}s: {exc}"))
+                await asyncio.sleep(poll_interval(time.monotonic() - self.last_activity))
+
+    async def _look(self, client, waiting: list[WorkerSession]) -> None:
+        found = await client.filter_flow_run_input(self.parent_run_id, "r-", limit=200, exclude_keys=self.seen)
+        for item in found:
+            self.seen.add(item.key)
+            routed = self._session_of(item.key)
+            if routed:
+                self.last_activity = time.monotonic()
+                routed[0].answer(routed[1], item.value)
+        for session in waiting:
+            await session.check_liveness(client)
+
+
 class WorkerSession:
     """The orchestrator's side of one host's ``host-steps`` run."""
 
-    def __init__(self, host: str, pool: str, parent_run_id: str, key: bytes, start_timeout_s: float = 60):
+    def __init__(self, host: str, pool: str, parent_run_id: str, key: bytes, start_timeout_s: float = 60,
+                 inbox: ReplyInbox | None = None):
         self.host, self.pool, self.parent_run_id, self.key = host, pool, parent_run_id, key
         self.start_timeout_s = start_timeout_s  # from creating the host's run to its worker starting it
+        self.inbox = inbox or ReplyInbox(parent_run_id)
+        self.inbox.add(self)
         self.child_run_id: str | None = None
+        self.claimed = False  # the host's standby run, not one started for this deploy
         self._ids = itertools.count(1)
         self._waiting: dict[str, asyncio.Future] = {}
-        self._seen: set[str] = set()
-        self._poller: asyncio.Task | None = None
         self._broken: Exception | None = None
         self._created_at = 0.0
         self._ended = False
         self._running_seen = False
         self._sent_at: dict[str, float] = {}
         self._last_signal = 0.0
+        self._last_check = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiting) and self._broken is None
 
     async def start(self) -> None:
+        """Claim the host's standby run, or else start a run for this deploy."""
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            await self._refuse_other_versions(client)
+            claimed = await claim_standby(client, self.host, self.parent_run_id, self.key, code_version())
+        if claimed:
+            self.child_run_id, self._running_seen = claimed
+            self.claimed = True
+            self.inbox.seen.add(ack_key(self.host, self.child_run_id))
+            _log().info("%s: claimed standby %s run %s on pool %s", self.host, FLOW_NAME, self.child_run_id,
+                        self.pool)
+        else:
+            await self._start_run()
+        self._created_at = time.monotonic()
+
+    async def _start_run(self) -> None:
         from prefect.deployments import run_deployment
         from prefect.exceptions import ObjectNotFound
 
-        await self._refuse_other_versions()
         try:
             run = await run_deployment(deployment_name(self.host), timeout=0, as_subflow=True,
                                        parameters={"parent_run_id": self.parent_run_id, "host": self.host,
@@ -116,15 +209,10 @@ class WorkerSession:
             raise WorkerUnavailable(self.host, f"no {deployment_name(self.host)} deployment: run "
                                                f"`homelab worker install --host {self.host}`") from None
         self.child_run_id = str(run.id)
-        self._created_at = time.monotonic()
-        self._poller = asyncio.create_task(self._poll())
 
-    async def _refuse_other_versions(self) -> None:
+    async def _refuse_other_versions(self, client) -> None:
         """Before any run: the pool's live workers must run this code (the wire carries its values)."""
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
-            workers = await read_pool_workers(client, self.pool)
+        workers = await read_pool_workers(client, self.pool)
         live = [w for w in workers if is_live(w.last_heartbeat_time)]
         mine = code_version()
         if live and all(worker_version(w.name) != mine for w in live):
@@ -140,11 +228,12 @@ class WorkerSession:
 
         order_id = str(next(self._ids))
         future = asyncio.get_running_loop().create_future()
-        self._waiting[order_id] = future
-        self._sent_at[order_id] = time.monotonic()
         order = Order(name=name, args=tuple(args), kwargs=kwargs or {}, secrets=tuple(MASKER.values()))
         async with get_client() as client:
             await client.create_flow_run_input(self.child_run_id, f"{ORDER_PREFIX}{order_id}", seal(order, self.key))
+        self._waiting[order_id] = future
+        self._sent_at[order_id] = time.monotonic()
+        self.inbox.sent()
         try:
             status, value = await future
         finally:
@@ -162,10 +251,6 @@ class WorkerSession:
         if self._ended:
             return
         self._ended = True
-        if self._poller:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._poller
         if self.child_run_id and not self._broken:
             from prefect.client.orchestration import get_client
 
@@ -174,27 +259,7 @@ class WorkerSession:
                     await client.create_flow_run_input(self.child_run_id, f"{ORDER_PREFIX}end",
                                                        seal(Order(name="end"), self.key))
 
-    async def _poll(self) -> None:
-        from prefect.client.orchestration import get_client
-
-        async with get_client() as client:
-            last_check = 0.0
-            while True:
-                if self._waiting:
-                    found = await client.filter_flow_run_input(self.parent_run_id, reply_prefix(self.host),
-                                                               limit=100, exclude_keys=self._seen)
-                    for item in found:
-                        self._seen.add(item.key)
-                        self._answer(item.key.removeprefix(reply_prefix(self.host)), item.value)
-                    if time.monotonic() - last_check >= LIVENESS_EVERY_S:
-                        last_check = time.monotonic()
-                        problem = await self._liveness(client)
-                        if problem:
-                            self._fail_all(WorkerUnavailable(self.host, problem))
-                            return
-                await asyncio.sleep(POLL_S)
-
-    def _answer(self, order_id: str, token: str) -> None:
+    def answer(self, order_id: str, token: str) -> None:
         self._last_signal = time.monotonic()
         if order_id.startswith(HEARTBEAT_KEY):
             return
@@ -211,6 +276,15 @@ class WorkerSession:
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(exc)
+
+    async def check_liveness(self, client) -> None:
+        """Every ``LIVENESS_EVERY_S`` while steps wait: fail them if the host's run cannot answer."""
+        if time.monotonic() - self._last_check < LIVENESS_EVERY_S:
+            return
+        self._last_check = time.monotonic()
+        problem = await self._liveness(client)
+        if problem:
+            self._fail_all(WorkerUnavailable(self.host, problem))
 
     async def _liveness(self, client) -> str | None:
         """Why the host's run can no longer answer, or None while it can."""
@@ -232,7 +306,7 @@ class WorkerSession:
         if silent > CHILD_SILENT_S:
             why = (f"its {FLOW_NAME} run {self.child_run_id} on pool {self.pool} went silent for {silent:.0f}s "
                    f"({await self._heartbeat_seen(client)})")
-            await _mark_crashed(client, self.child_run_id, why)
+            await mark_crashed(client, self.child_run_id, why)
             return why
         return None
 
@@ -268,13 +342,6 @@ def is_live(heartbeat: datetime | None, now: datetime | None = None) -> bool:
 async def last_heartbeat(client, pool: str) -> datetime | None:
     beats = [w.last_heartbeat_time for w in await read_pool_workers(client, pool) if w.last_heartbeat_time]
     return max(beats) if beats else None
-
-
-async def _mark_crashed(client, flow_run_id: str, message: str) -> None:
-    from prefect.states import Crashed
-
-    with contextlib.suppress(Exception):
-        await client.set_flow_run_state(flow_run_id, Crashed(message=message), force=True)
 
 
 class WorkerTransport:
@@ -324,16 +391,18 @@ def worker_hosts(desired: DesiredState, hosts: Sequence[str] | None = None) -> l
 @contextlib.asynccontextmanager
 async def worker_transports(desired: DesiredState, parent_run_id: str,
                             hosts: Sequence[str] | None = None) -> AsyncIterator[dict[str, WorkerTransport]]:
-    """Start every worker host's run at once (their start-up overlaps), end them together."""
+    """Claim (or start) every worker host's run at once (their start-up overlaps), end them together."""
     inv = desired.inventory
+    inbox = ReplyInbox(parent_run_id)
     sessions = {h: WorkerSession(h, host_pool(h, inv.hosts[h]).name, parent_run_id, read_key(h),
-                                 inv.defaults.worker_start_timeout_s)
+                                 inv.defaults.worker_start_timeout_s, inbox)
                 for h in worker_hosts(desired, hosts)}
     transports = {h: WorkerTransport(s) for h, s in sessions.items()}
     try:
         await asyncio.gather(*(s.start() for s in sessions.values()))
         yield transports
     finally:
+        await inbox.close()
         await asyncio.gather(*(s.end() for s in sessions.values()), return_exceptions=True)
 
 

@@ -20,6 +20,8 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from model.errors import HomelabError
 
+FLOW_NAME = "host-steps"  # the flow a worker host runs a deploy's steps in
+ORDER_PREFIX = "o-"  # input keys on the host's run: orders
 KEY_ENV = "HOMELAB_WORKER_KEY"  # on the host: its worker's key
 KEYS_DIR_ENV = "HOMELAB_WORKER_KEYS"  # on the orchestrator: a folder of <host>.key files
 
@@ -33,6 +35,15 @@ _SAFE_OTHERS = {("datetime", "datetime"), ("datetime", "timezone"), ("datetime",
 
 class WireError(HomelabError):
     pass
+
+
+def deployment_name(host: str) -> str:
+    return f"{FLOW_NAME}/{host}"
+
+
+def reply_prefix(host: str) -> str:
+    """Input keys on the deploy's run: the host's replies."""
+    return f"r-{host}-"
 
 
 def new_key() -> bytes:

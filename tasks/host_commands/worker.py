@@ -114,16 +114,24 @@ while :; do
   sleep 2
 done"""
 
-# stop_group PIDFILE: TERM to the supervisor's process group (it, the worker and the worker's
-# flow runs), KILL after 10 s, as systemd's stop does.
+# stop_group PIDFILE: TERM to the supervisor's process group (it and the worker), KILL after
+# 10 s, as systemd's stop does. stop_runs DIR then does the same to the processes still working
+# in the worker's project directory: its flow runs, which Prefect starts in sessions of their
+# own (systemd's stop reaches them through the unit's cgroup).
 STOP_GROUP = ('stop_group() { [ -f "$1" ] || return 0; p=$(cat "$1"); kill -TERM "-$p" 2>/dev/null; '
               'for _ in $(seq 50); do kill -0 "-$p" 2>/dev/null || break; sleep 0.2; done; '
-              'kill -KILL "-$p" 2>/dev/null; rm -f -- "$1"; }')
+              'kill -KILL "-$p" 2>/dev/null; rm -f -- "$1"; }\n'
+              'runs_in() { for p in /proc/[0-9]*; do case "$(readlink "$p/cwd" 2>/dev/null)" in '
+              '"$1"/project|"$1"/project/*|"$1"/project.old*|"$1/project (deleted)") echo "${p#/proc/}";; esac; '
+              'done; }\n'
+              'stop_runs() { r=$(runs_in "$1"); [ -n "$r" ] || return 0; kill -TERM $r 2>/dev/null; '
+              'for _ in $(seq 50); do r=$(runs_in "$1"); [ -n "$r" ] || return 0; sleep 0.2; done; '
+              'kill -KILL $r 2>/dev/null; true; }')
 
 # Stops the supervisor if it runs, then starts a new one, detached in a session of its own.
 START_SUPERVISED = STOP_GROUP + """
 w=$(cd "$1" && pwd) || exit 1; shift
-stop_group "$w/supervisor.pid"
+stop_group "$w/supervisor.pid"; stop_runs "$w"
 printf '%s\\n' "$SUPERVISE" > "$w/supervise.sh"
 setsid sh "$w/supervise.sh" "$w" "$@" </dev/null >/dev/null 2>&1 &
 for _ in $(seq 50); do [ -f "$w/supervisor.pid" ] && exit 0; sleep 0.1; done
@@ -135,7 +143,8 @@ def start_supervised(home: str, python: str, pool: str, name: str) -> list[str]:
     return sh(script, "homelab-worker-start", worker_dir(home), *worker_argv(python, pool, name))
 
 
-STOP_SUPERVISED = STOP_GROUP + '\nstop_group "$1/supervisor.pid"'
+STOP_SUPERVISED = STOP_GROUP + ('\nw=$(cd "$1" 2>/dev/null && pwd) || exit 0; '
+                                 'stop_group "$w/supervisor.pid"; stop_runs "$w"')
 
 
 def stop_supervised(home: str) -> list[str]:

@@ -88,6 +88,44 @@ def deployed_releases() -> dict[tuple[str, str], tuple[str, str, list[str]]]:
     return out
 
 
+_READ_RUNS = """
+import asyncio, json, sys
+from prefect.client.orchestration import get_client
+from tasks.engine.worker_standby import open_standbys
+
+def row(run):
+    return {"id": str(run.id), "name": run.name, "tags": sorted(run.tags), "state": run.state.type.value,
+            "message": run.state.message or "", "parent_run_id": run.parameters.get("parent_run_id", "")}
+
+async def main(what, *args):
+    async with get_client() as client:
+        if what == "standbys":
+            return [row(r) for r in await open_standbys(client, args[0])]
+        return {i: row(await client.read_flow_run(i)) for i in args}
+
+print(json.dumps(asyncio.run(main(*sys.argv[1:]))))
+"""
+
+
+def read_runs(env: dict[str, str], *args: str):
+    """Flow runs as the server has them: ``read_runs(env, "runs", id...)`` or ``(env, "standbys", host)``."""
+    auth = (Path(env["HOMELAB_HOME"]) / "prefect-auth").read_text().strip()
+    done = subprocess.run([sys.executable, "-c", _READ_RUNS, *args], env={**env, "PREFECT_API_AUTH_STRING": auth},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def wait_for_running_standby(env: dict[str, str], host: str, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = [r for r in read_runs(env, "standbys", host) if r["state"] == "RUNNING"]
+        if running:
+            return running[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no standby run of {host} came up in {timeout_s:g}s")
+
+
 def results(report: dict) -> dict[tuple[str, str], str]:
     return {(s["host"], s["stack"]): s["result"] for s in report["stacks"]}
 
@@ -99,15 +137,26 @@ def test_worker_mode_gives_the_ssh_mode_releases_and_mixed_mode_reads_them(
     assert code == 0, report
     assert set(results(report).values()) == {"healthy"} and len(report["stacks"]) == 13
     assert set(report["worker_runs"]) == set(topology.HOSTS)  # each host's steps ran in its own run
+    # ...the host's standby, started ahead at install, claimed by this deploy (no start-up wait)
+    served = read_runs(worker_env, "runs", *report["worker_runs"].values())
+    for host, run_id in report["worker_runs"].items():
+        run = served[run_id]
+        assert "claimed" in run["tags"] and "standby" not in run["tags"], run
+        assert run["name"].startswith(f"{host}-for-") and run["parent_run_id"], run
     by_worker = deployed_releases()
     assert len(by_worker) == 13 and {status for status, _, _ in by_worker.values()} == {"active"}
 
     # Mixed: vps through its worker, the others over SSH, on the state the workers left: a no-op.
+    served_vps = report["worker_runs"]["vps"]
+    wait_for_running_standby(worker_env, "vps")
     mixed = variant(clean_lab, tmp_path / "mixed", {"vps": "worker", "thinkpad": "ssh", "rtx1080": "ssh"})
     code, report = deploy_json(worker_env, mixed)
     assert code == 0, report
     assert set(results(report).values()) == {"unchanged"}
     assert set(report["worker_runs"]) == {"vps"}
+    # the run that served the first deploy started the next standby, and this deploy claimed it
+    successor = report["worker_runs"]["vps"]
+    assert successor != served_vps and "claimed" in read_runs(worker_env, "runs", successor)[successor]["tags"]
 
     # The same commit over SSH alone, from scratch, records the same releases.
     manager.reset()
@@ -121,7 +170,8 @@ def test_worker_mode_gives_the_ssh_mode_releases_and_mixed_mode_reads_them(
 def test_a_stopped_worker_fails_its_host_clearly_naming_the_pool_and_heartbeat(
         worker_env: dict[str, str], clean_lab: Path, tmp_path: Path) -> None:
     inventory = variant(clean_lab, tmp_path / "config", {"vps": "worker"})
-    done = manager.exec_on("vps", stop_supervised("/root"), timeout=30)
+    stale = wait_for_running_standby(worker_env, "vps")
+    done = manager.exec_on("vps", stop_supervised("/root"), timeout=30)  # its runs go with it
     assert done.returncode == 0, done.stderr
     try:
         started = time.monotonic()
@@ -132,6 +182,9 @@ def test_a_stopped_worker_fails_its_host_clearly_naming_the_pool_and_heartbeat(
         assert "nothing was changed" in done.stderr
         assert took < 20 + 40  # the start timeout, plus the CLI's own start: it did not hang
         assert on_host("vps", ["sh", "-c", "ls .homelab/releases 2>/dev/null || true"]).strip() == ""
+        # the standby still read Running; the deploy's claim went unanswered, so it was given up
+        gone = read_runs(worker_env, "runs", stale["id"])[stale["id"]]
+        assert gone["state"] == "CRASHED" and "silent for 5s" in gone["message"], gone
     finally:
         again = homelab(worker_env, "worker", "upgrade", "-i", str(inventory), "--host", "vps",
                         "--python", sys.executable)

@@ -58,9 +58,10 @@ def test_the_unit_restarts_the_worker_for_its_pool_and_reads_the_env_file() -> N
     assert "AUTH" not in unit
 
 
-def test_the_supervisor_restarts_the_worker_and_stops_with_it(tmp_path) -> None:
+def test_the_supervisor_restarts_the_worker_and_stops_with_it_and_its_flow_runs(tmp_path) -> None:
     """The lab's (and any systemd-less host's) supervisor, run for real with a stand-in worker:
-    it reads the env file, restarts a worker that exits, and stops it on the way out."""
+    it reads the env file, restarts a worker that exits, and stops it on the way out, with the
+    flow runs that Prefect started in sessions of their own (as systemd's cgroup would)."""
     import subprocess
     import time
 
@@ -77,9 +78,18 @@ def test_the_supervisor_restarts_the_worker_and_stops_with_it(tmp_path) -> None:
     assert len(runs) >= 2, runs  # restarted after it exited
     assert runs[0] == "run hello there -m prefect worker start --pool vps --type process --name vps@1"
     pid = int((tmp_path / ".homelab-worker" / "supervisor.pid").read_text())
-    subprocess.run(stop_supervised(state), check=True, timeout=20)
-    assert not (tmp_path / ".homelab-worker" / "supervisor.pid").exists()
-    assert _gone(pid)
+    flow_run = subprocess.Popen(["sleep", "300"], cwd=tmp_path / ".homelab-worker" / "project",
+                                start_new_session=True)
+    elsewhere = subprocess.Popen(["sleep", "300"], cwd=tmp_path, start_new_session=True)
+    try:
+        subprocess.run(stop_supervised(state), check=True, timeout=20)
+        assert not (tmp_path / ".homelab-worker" / "supervisor.pid").exists()
+        assert _gone(pid)
+        assert flow_run.wait(timeout=15) == -15  # TERM first, as systemd does
+        assert elsewhere.poll() is None  # a process that is not the worker's is left alone
+    finally:
+        flow_run.kill()
+        elsewhere.kill()
 
 
 def _gone(pid: int, within_s: float = 5.0) -> bool:
