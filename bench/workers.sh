@@ -2,7 +2,9 @@
 # Worker mode against SSH mode, as root, on the lab: a Prefect server on the lab bridge (auth on),
 # a worker in each host's namespace, then a fresh deploy and a no-op in each mode: all SSH, vps
 # through its worker (mixed), every host through its worker. Prints the CLI's wall time and
-# the run's own wall time (the report's wall_s) per case.
+# the run's own wall time (the report's wall_s) per case. A worker deploy starts once its
+# hosts' standby runs are up (as in use, where deploys are minutes apart); the last case is a
+# no-op right after another, when the successors are still starting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prepare.sh
@@ -46,8 +48,30 @@ results = sorted({s["result"] for s in report.get("stacks", [])})
 print(f"{label:<22} CLI {end - start:6.1f} s   run {report.get('wall_s', float('nan')):6.1f} s   {results}")
 PY
 }
+ready() {  # ready HOST...: each host's standby run is Running
+  [ "$#" -gt 0 ] || return 0
+  PREFECT_API_AUTH_STRING=$(cat "$work/prefect-auth") .venv/bin/python - "$@" <<'PY'
+import asyncio, sys, time
+from prefect.client.orchestration import get_client
+from tasks.engine.worker_standby import open_standbys
+async def main(hosts):
+    deadline = time.monotonic() + 120
+    async with get_client() as client:
+        while time.monotonic() < deadline:
+            runs = {h: [r for r in await open_standbys(client, h) if r.state.is_running()] for h in hosts}
+            if all(runs.values()):
+                return
+            await asyncio.sleep(0.5)
+    sys.exit(f"standby runs not up after 120 s: {[h for h, r in runs.items() if not r]}")
+asyncio.run(main(sys.argv[1:]))
+PY
+}
+declare -A hosts=([ssh]="" [mixed]="vps" [workers]="vps thinkpad rtx1080")
 for mode in ssh mixed workers; do
   .venv/bin/homelab lab reset >/dev/null
+  ready ${hosts[$mode]}
   run "$mode fresh" "${!mode}"
+  ready ${hosts[$mode]}
   run "$mode no-op" "${!mode}"
 done
+run "workers no-op again" "$workers"  # back to back: the standbys are still starting
