@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from deployments.cli.common import JsonOption, emit, table
@@ -11,12 +13,19 @@ app = typer.Typer(no_args_is_help=True, help="The simulated homelab (network nam
 
 
 @app.command("up")
-def lab_up() -> None:
-    """Create the simulated homelab; the last line printed is the lab inventory's path."""
-    from lab import configrepo, manager
+def lab_up(
+    hosts: Annotated[int, typer.Option("--hosts", min=3, max=200,
+                                       help="lab size: vps, thinkpad, rtx1080, then node04 ..")] = 3,
+    generated: Annotated[bool, typer.Option("--generated",
+                                            help="print the generated inventory even for 3 hosts")] = False,
+) -> None:
+    """Create the simulated homelab; the last line printed is the inventory's path: the lab's
+    own for 3 hosts, else a generated one (about 3 stacks per host over the five phases)."""
+    from lab import configrepo, manager, scalerepo
 
-    manager.up()
-    print(configrepo.ensure())
+    manager.up(hosts)
+    lab_inventory = configrepo.ensure()
+    print(scalerepo.ensure(hosts) if generated or hosts > 3 else lab_inventory)
 
 
 @app.command("down")

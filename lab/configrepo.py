@@ -206,7 +206,7 @@ def _write(root: Path, versions: dict[str, str], pipeline: dict[str, dict[str, s
             path.write_text(text)
 
 
-def _git(root: Path, *args: str) -> str:
+def git(root: Path, *args: str) -> str:
     done = subprocess.run(["git", "-C", str(root), "-c", "user.name=homelab lab", "-c",
                            "user.email=lab@homelab.invalid", "-c", "commit.gpgsign=false", *args],
                           capture_output=True, text=True, check=True)
@@ -218,7 +218,7 @@ def _current(root: Path) -> bool:
     if not marker.exists() or marker.read_text().strip() != REPO_VERSION:
         return False
     try:
-        tags = set(_git(root, "tag").split())
+        tags = set(git(root, "tag").split())
     except subprocess.CalledProcessError:
         return False
     return {tag for tag, _ in RELEASES} | {tag for tag, _, _ in BROKEN} | {tag for tag, _ in PIPELINE} <= tags
@@ -228,30 +228,29 @@ def ensure() -> Path:
     """Create the repository unless an up-to-date one exists; returns the inventory path."""
     root = repo_dir()
     if _current(root):
-        if not trust_file_path().exists():
-            write_trust_file()
+        write_trust_file()  # the lab's size may have changed
         return inventory_path()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    _git(root, "init", "-q", "-b", "main")
+    git(root, "init", "-q", "-b", "main")
     (root / ".lab-version").write_text(REPO_VERSION + "\n")
     for tag, versions in RELEASES:
         _write(root, versions)
-        _git(root, "add", "-A")
-        _git(root, "commit", "-q", "-m", f"lab release {tag}")
-        _git(root, "tag", tag)
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"lab release {tag}")
+        git(root, "tag", tag)
     for tag, branch, versions in BROKEN:
-        _git(root, "checkout", "-q", "-b", branch, RELEASES[-1][0])
+        git(root, "checkout", "-q", "-b", branch, RELEASES[-1][0])
         _write(root, versions)
-        _git(root, "commit", "-q", "-am", f"lab release {tag}: an image whose healthcheck fails")
-        _git(root, "tag", tag)
-    _git(root, "checkout", "-q", "-b", PIPELINE_BRANCH, RELEASES[-1][0])
+        git(root, "commit", "-q", "-am", f"lab release {tag}: an image whose healthcheck fails")
+        git(root, "tag", tag)
+    git(root, "checkout", "-q", "-b", PIPELINE_BRANCH, RELEASES[-1][0])
     for tag, changes in PIPELINE:
         _write(root, RELEASES[-1][1], changes)
-        _git(root, "add", "-A")
-        _git(root, "commit", "-q", "-m", f"lab release {tag}")
-        _git(root, "tag", tag)
-    _git(root, "checkout", "-q", "main")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"lab release {tag}")
+        git(root, "tag", tag)
+    git(root, "checkout", "-q", "main")
     write_trust_file()
     return inventory_path()
 
@@ -265,13 +264,16 @@ def write_trust_file() -> Path:
     """What the lab's operator trusts: its hosts and SSH settings, deploys from the release
     branches, and the Vault paths the secret tests declare (under any per-test prefix)."""
     from model.inventory import Inventory
-    from model.trust import dump, pin
+    from model.trust import TrustedHost, dump, pin
 
     pinned = pin(Inventory.model_validate(inventory()),
                  ["main", *(branch for _, branch, _ in BROKEN), PIPELINE_BRANCH])
+    # A lab brought up with --hosts N also trusts its extra hosts (the generated inventory's).
+    extras = {name: TrustedHost(address=address) for name, address in topology.lab_hosts().items()
+              if name not in topology.HOSTS}
     own_path = {"jjeco-light": "jjeco"}  # stacks whose KV path is not their name
     vault = {"*": ["homelab/{stack}", "t*/homelab/{stack}"],
              **{stack: [f"homelab/{path}", f"t*/homelab/{path}"] for stack, path in own_path.items()}}
     path = trust_file_path()
-    path.write_text(dump(pinned.model_copy(update={"vault_paths": vault})))
+    path.write_text(dump(pinned.model_copy(update={"vault_paths": vault, "hosts": {**pinned.hosts, **extras}})))
     return path

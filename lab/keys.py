@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lab.osutil import run, write_file
-from lab.topology import HOSTS, client_key_path, host_dir, known_hosts_path, ssh_dir
+from lab.topology import client_key_path, host_dir, known_hosts_path, lab_hosts, ssh_dir
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -29,7 +29,7 @@ def ensure_keys() -> None:
     ssh_dir().chmod(0o700)
     _keygen(client_key_path(), "homelab-lab-client")
     lines = []
-    for host, address in HOSTS.items():
+    for host, address in lab_hosts().items():
         _keygen(host_key_path(host), f"root@{host}")
         key_type, key_b64 = host_key_path(host).with_suffix(".pub").read_text().split()[:2]
         lines.append(f"{address} {key_type} {key_b64}\n")

@@ -44,7 +44,7 @@ from lab.hostctl import (  # the single-host controls are part of the lab's cont
     stop_sshd,
 )
 from lab.osutil import LabError, say
-from lab.topology import BRIDGE, GPU_HOSTS, HOSTS, LAB_DIR, host_dir
+from lab.topology import BRIDGE, GPU_HOSTS, HOSTS, LAB_DIR, host_dir, lab_hosts, record_size, recorded_size
 
 # Inside a host these paths are replaced by private mounts, so LAB_DIR must not live there.
 _SHADOWED = ("/root", "/run", "/var/run", "/srv", "/proc", "/sys", "/dev", "/etc", "/var/lib/containers")
@@ -57,7 +57,7 @@ _launchers: dict[str, subprocess.Popen[bytes]] = {}
 def status() -> dict[str, dict[str, Any]]:
     """{host: {"address", "up", "sshd", "engine"}} for every lab host."""
     result: dict[str, dict[str, Any]] = {}
-    for host, address in HOSTS.items():
+    for host, address in lab_hosts().items():
         pid = init_pid(host)
         result[host] = {
             "address": address,
@@ -113,8 +113,9 @@ def _boot(host: str) -> None:
         )
 
 
-def _wait_booted(host: str) -> None:
-    deadline = time.monotonic() + BOOT_TIMEOUT
+def _wait_booted(host: str, booting: int = 1) -> None:
+    # Hosts boot together on this machine's few cores: allow each some CPU time of its own.
+    deadline = time.monotonic() + BOOT_TIMEOUT + 2 * booting
     launcher = _launchers.get(host)
     while time.monotonic() < deadline:
         pid = init_pid(host)
@@ -129,15 +130,16 @@ def _wait_booted(host: str) -> None:
 
 def _wait_ssh(host: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
+    address = lab_hosts()[host]
     while True:
         try:
-            with socket.create_connection((HOSTS[host], 22), timeout=1) as sock:
+            with socket.create_connection((address, 22), timeout=1) as sock:
                 if sock.recv(8).startswith(b"SSH-"):
                     return
         except OSError:
             pass
         if time.monotonic() > deadline:
-            raise LabError(f"sshd on lab host {host} ({HOSTS[host]}:22) does not answer")
+            raise LabError(f"sshd on lab host {host} ({address}:22) does not answer")
         time.sleep(0.02)
 
 
@@ -189,32 +191,43 @@ def _lab_lock() -> Iterator[None]:
         yield
 
 
-def _parallel(fn: Callable[[str], None], hosts: Iterable[str]) -> None:
+def _parallel(fn: Callable[[str], None], hosts: Iterable[str], limit: int = 8) -> None:
+    """``fn`` for every host, ``limit`` at a time (a 30-host lab must not fork 30 podmans at once)."""
     hosts = list(hosts)
     if not hosts:
         return
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+    with ThreadPoolExecutor(max_workers=min(limit, len(hosts))) as pool:
         for future in [pool.submit(fn, h) for h in hosts]:
             future.result()
 
 
-def up() -> None:
-    """Start the lab; hosts already up are only repaired (link, sshd, engine, driver)."""
+def up(hosts: int = len(HOSTS)) -> None:
+    """Start a lab of ``hosts`` hosts (vps, thinkpad, rtx1080, then node04 ..); hosts already up
+    are only repaired (link, sshd, engine, driver), and hosts beyond ``hosts`` are stopped."""
     _check_lab_dir()
+    wanted = lab_hosts(hosts)  # validates the count before anything changes
     with _lab_lock():
-        _up()
+        _up(wanted)
 
 
-def _up() -> None:
+def _up(wanted: dict[str, str]) -> None:
     started = time.monotonic()
+    # Record the larger size first: a crash from here on still leaves `down` every host to stop.
+    surplus = [h for h in lab_hosts() if h not in wanted]
+    record_size(max(recorded_size(), len(wanted)))
+    if surplus:
+        leftover = _lab_container_ids(surplus)
+        _parallel(_teardown_host, surplus)
+        sysstate.remove_container_cgroups(leftover)
+    record_size(len(wanted))
     sysstate.record()
     sysstate.ensure_mountpoints()
     keys.ensure_keys()
-    for host in HOSTS:
+    for host in wanted:
         hostfiles.write_host_files(host)
     netns.ensure_bridge()
     running, booting = [], []
-    for host, address in HOSTS.items():
+    for host, address in wanted.items():
         pid = init_pid(host)
         if pid is not None and _ready(pid):
             running.append(host)
@@ -224,21 +237,26 @@ def _up() -> None:
         _boot(host)
         booting.append(host)
     if booting:
-        say(f"booting {', '.join(booting)}")
+        say(f"booting {_names(booting)}")
     ids = images.ensure_built()  # overlaps with the hosts' boot
     for host in booting:
-        _wait_booted(host)
+        _wait_booted(host, len(booting))
     _parallel(_repair, running)
-    _parallel(lambda h: _load_images(h, ids), HOSTS)
-    for host in HOSTS:
+    _parallel(lambda h: _load_images(h, ids), wanted)
+    for host in wanted:
         _wait_ssh(host)
-    say(f"up in {time.monotonic() - started:.1f}s ({', '.join(f'{h}={a}' for h, a in HOSTS.items())})")
+    say(f"up in {time.monotonic() - started:.1f}s ({_names([f'{h}={a}' for h, a in wanted.items()])})")
 
 
-def _lab_container_ids() -> set[str]:
-    """IDs of every container in the hosts' podman storage (for their cgroups)."""
+def _names(items: list[str], shown: int = 6) -> str:
+    """A list for one line of output: a 30-host lab names its first few and counts the rest."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _lab_container_ids(hosts: Iterable[str]) -> set[str]:
+    """IDs of every container in these hosts' podman storage (for their cgroups)."""
     ids: set[str] = set()
-    for host in HOSTS:
+    for host in hosts:
         path = hostfiles.storage_dir(host) / "overlay-containers" / "containers.json"
         try:
             ids.update(c["id"] for c in json.loads(path.read_text()))
@@ -255,11 +273,10 @@ def down() -> None:
 
 def _down() -> None:
     started = time.monotonic()
-    for host in HOSTS:
-        _teardown_host(host)
+    _parallel(_teardown_host, lab_hosts())
     if os.path.exists(f"/sys/class/net/{BRIDGE}") or (LAB_DIR / "machine-state.json").exists():
         netns.remove_bridge()
-        sysstate.remove_container_cgroups(_lab_container_ids())
+        sysstate.remove_container_cgroups(_lab_container_ids(lab_hosts()))
         sysstate.restore()
         say(f"down in {time.monotonic() - started:.1f}s")
 
@@ -284,7 +301,7 @@ def reset() -> None:
         check(host, ["sh", "-c", RESET_SCRIPT])
 
     with _lab_lock():
-        _parallel(one, HOSTS)
+        _parallel(one, lab_hosts())
 
 
 __all__ = ["SUPERUSER_PATH", "down", "exec_on", "link_down", "link_up", "reset", "start_engine", "start_sshd",

@@ -47,6 +47,7 @@ class SshSettings(_Strict):
 
 class Defaults(_Strict):
     max_parallel: int = Field(4, ge=1, le=64, description="stacks deployed at once on one host")
+    max_hosts_parallel: int = Field(16, ge=1, le=256, description="hosts deployed to at once in one phase")
     keep_releases: int = Field(5, ge=2, le=100)
     health_timeout_s: float = Field(120, gt=0)
     min_free_disk_mb: int = Field(1024, ge=0)

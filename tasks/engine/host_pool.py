@@ -18,6 +18,15 @@ from tasks.engine.transport import SshTarget, SshTransport
 # ``keep_warm``), waiting to be adopted by the next pool.
 _PREWARMED: dict[SshTarget, SshTransport] = {}
 _keep_warm = False
+# SSH handshakes one pool (or prewarm) runs at once: 30 hosts connect in a few waves instead of
+# 30 key exchanges competing for the CPU, each at risk of its connect timeout.
+MAX_HANDSHAKES = 10
+
+
+def _bounded(transports: Iterable[SshTransport]) -> None:
+    handshakes = asyncio.Semaphore(MAX_HANDSHAKES)
+    for transport in transports:
+        transport.handshakes = handshakes
 
 
 def keep_warm(enabled: bool = True) -> None:
@@ -32,6 +41,7 @@ async def prewarm(targets: Iterable[SshTarget]) -> None:
     handshakes overlap with work that does not need the network. Failures are left for the
     flow's own pre-flight to report."""
     transports = {t.name: SshTransport(t) for t in targets}
+    _bounded(transports.values())
     opened = await gather_hosts(transports, lambda name: transports[name].connection())
     for name in opened.succeeded:
         _PREWARMED[transports[name].target] = transports[name]
@@ -50,6 +60,7 @@ class HostPool:
     def __init__(self, targets: Iterable[SshTarget], masker: SecretMasker = MASKER, others: Mapping | None = None):
         """``others``: transports that are not SSH (a worker host's, this host's own), by host."""
         self.transports = {t.name: _adopt(t) or SshTransport(t, masker) for t in targets}
+        _bounded(self.transports.values())
         self.transports.update(others or {})
 
     def __getitem__(self, name: str) -> SshTransport:

@@ -258,12 +258,16 @@ async def _run_phase(run: Rollout, changes: list[Change]) -> tuple[list[StackRes
 
         return list(await asyncio.gather(*(one(c) for c in lane)))
 
+    hosts_at_once = asyncio.Semaphore(run.desired.inventory.defaults.max_hosts_parallel)
+
     async def timed_lane(host: str, lane: list[Change]) -> list[StackResult]:
-        started = time.monotonic()
-        try:
-            return await host_lane(lane)
-        finally:
-            if any(c.action != "unchanged" for c in lane):
+        if all(c.action == "unchanged" for c in lane):
+            return await host_lane(lane)  # touches nothing: takes no host slot
+        async with hosts_at_once:
+            started = time.monotonic()
+            try:
+                return await host_lane(lane)
+            finally:
                 metrics.record_host_phase(host, lane[0].phase, time.monotonic() - started)
 
     lanes = await asyncio.gather(*(timed_lane(host, lane) for host, lane in by_host.items()))

@@ -77,6 +77,8 @@ class SshTransport:
         self.busy = busy or BusyClock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._lock = asyncio.Lock()
+        # Shared by the transports of one pool: at most so many SSH handshakes at once.
+        self.handshakes: asyncio.Semaphore | None = None
 
     @property
     def name(self) -> str:
@@ -103,15 +105,8 @@ class SshTransport:
             raise HostKeyRejected(t.name, f"known_hosts file {t.known_hosts} does not exist; "
                                           "pin the host keys there first")
         try:
-            return await asyncssh.connect(
-                address, t.port, username=t.user, known_hosts=str(t.known_hosts),
-                client_keys=[str(t.identity)], agent_path=None, config=None,
-                connect_timeout=t.connect_timeout_s, keepalive_interval=15, keepalive_count_max=3,
-                preferred_auth="publickey",
-                # no X.509 host certificates: a CA bundle found on disk (~/.ssh/ca-bundle.crt) must not
-                # widen trust beyond the keys pinned in known_hosts
-                x509_trusted_certs=None,
-            )
+            async with self.handshakes or contextlib.nullcontext():
+                return await self._handshake(address)
         except asyncssh.HostKeyNotVerifiable as exc:
             raise HostKeyRejected(t.name, f"host key for {address}:{t.port} is unknown or changed "
                                           f"({exc.reason}); refusing to connect. If the host was "
@@ -123,6 +118,18 @@ class SshTransport:
             if isinstance(exc, asyncio.TimeoutError | TimeoutError):
                 reason = f"connection timed out after {t.connect_timeout_s:g}s"
             raise HostUnreachable(t.name, f"cannot connect to {address}:{t.port}: {reason}") from None
+
+    async def _handshake(self, address: str) -> asyncssh.SSHClientConnection:
+        t = self.target
+        return await asyncssh.connect(
+            address, t.port, username=t.user, known_hosts=str(t.known_hosts),
+            client_keys=[str(t.identity)], agent_path=None, config=None,
+            connect_timeout=t.connect_timeout_s, keepalive_interval=15, keepalive_count_max=3,
+            preferred_auth="publickey",
+            # no X.509 host certificates: a CA bundle found on disk (~/.ssh/ca-bundle.crt) must not
+            # widen trust beyond the keys pinned in known_hosts
+            x509_trusted_certs=None,
+        )
 
     async def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None,
                   check: bool = True, quiet: bool = False) -> CommandResult:
