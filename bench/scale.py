@@ -87,9 +87,13 @@ def deploy(inventory: Path, ref: str) -> dict:
     except json.JSONDecodeError:
         sys.exit(f"deploy --ref {ref} printed no JSON (exit {done.returncode}):\n{done.stderr[-3000:]}")
     if report.get("result") != "success":
-        sys.exit(f"deploy --ref {ref} failed:\n{json.dumps(report, indent=1)[-3000:]}")
+        failed = [f"{s['host']}/{s['stack']}: {s['result']}: {s.get('error')}" for s in report["stacks"]
+                  if s["result"] not in ("healthy", "unchanged")]
+        sys.exit(f"deploy --ref {ref} failed ({report.get('wall_s')} s):\n" + "\n".join(failed[:20]))
+    survey = (report.get("remote_seconds") or {}).get("preflight", {})  # host -> seconds of its survey
     return {"cli_s": wall, "run_s": report["wall_s"], "api_calls": api.get("total", 0), "server_cpu_s": server_cpu,
-            "rss_mib": usage.ru_maxrss / 1024,
+            "rss_mib": usage.ru_maxrss / 1024, "cli_cpu_s": usage.ru_utime + usage.ru_stime,
+            "preflight_max_s": max(survey.values(), default=0), "preflight_sum_s": sum(survey.values()),
             "changed": [s["stack"] for s in report["stacks"] if s["result"] != "unchanged"],
             "placements": len(report["stacks"]), "api_routes": api.get("routes", {})}
 
@@ -152,7 +156,9 @@ def bench_size(hosts: int, rounds: int, idle_s: float) -> dict:
                  "extra_host_mib": round(per_host, 1) if per_host else None,
                  "peak_rss_mib": round(max(r["rss_mib"] for runs in cases.values() for r in runs), 1)}
     for name, runs in cases.items():
-        out[name] = {key: stats([r[key] for r in runs]) for key in ("cli_s", "run_s", "api_calls", "server_cpu_s")}
+        out[name] = {key: stats([r[key] for r in runs])
+                     for key in ("cli_s", "run_s", "api_calls", "server_cpu_s", "cli_cpu_s", "preflight_max_s",
+                                 "preflight_sum_s")}
     out["noop_routes"] = cases["noop"][0]["api_routes"]
     return out
 
@@ -165,6 +171,12 @@ def table(results: list[dict]) -> str:
             cells = [f"{r[case][k]['min']:g} / {r[case][k]['median']:g} / {r[case][k]['max']:g}"
                      for k in ("cli_s", "run_s", "api_calls", "server_cpu_s")]
             lines.append(f"| {r['hosts']} ({r['placements']}) | {case} | " + " | ".join(cells) + " |")
+    lines += ["", "Where a no-op's time goes (medians): the orchestrator's CPU, the slowest survey, all surveys",
+              "", "| hosts | no-op run s | orchestrator CPU s | slowest survey s | surveys summed s |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r['hosts']} | {r['noop']['run_s']['median']:g} | {r['noop']['cli_cpu_s']['median']:g} | "
+              f"{r['noop']['preflight_max_s']['median']:g} | {r['noop']['preflight_sum_s']['median']:g} |"
+              for r in results]
     lines += ["", "| hosts | orchestrator peak RSS MiB | lab idle CPU (share of 2 cores) | memory per extra host MiB |",
               "|---|---|---|---|"]
     lines += [f"| {r['hosts']} | {r['peak_rss_mib']} | {r['idle_cpu']:.0%} | {r['extra_host_mib'] or '-'} |"
@@ -180,12 +192,12 @@ def main() -> None:
     parser.add_argument("--label", default="sqlite", help="names the results file (the server's database)")
     args = parser.parse_args()
     results = []
-    for hosts in args.hosts:
-        results.append(bench_size(hosts, args.rounds, args.idle_s))
-        print(f"{hosts} hosts done", file=sys.stderr, flush=True)
     out = ROOT / "bench/results" / f"scale-{args.label}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    for hosts in args.hosts:
+        results.append(bench_size(hosts, args.rounds, args.idle_s))
+        out.write_text(json.dumps(results, indent=1))  # each size as it ends: a later failure keeps it
+        print(f"{hosts} hosts done", file=sys.stderr, flush=True)
     print(table(results))
     base, top = results[0], results[-1]
     for case, goal in (("noop", 2.0), ("one_stack", 1.3), ("fresh", 3.0)):

@@ -81,21 +81,37 @@ def auth_string(environ: Mapping[str, str] = os.environ) -> str:
     return path.read_text().strip()
 
 
-def server_env(host: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The server process's environment: quiet, no client URL, and an auth string unless it
-    listens on loopback only."""
+DATABASE_ENV = "PREFECT_API_DATABASE_CONNECTION_URL"  # Prefect's own setting, read by the server
+DATABASE_SCHEMES = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+
+
+def check_database_url(url: str) -> str:
+    """The server's database URL, or a clear error (without the URL: it may hold a password)."""
+    if not url.startswith(DATABASE_SCHEMES):
+        scheme = url.split("://", 1)[0] if "://" in url else "no scheme"
+        raise ServerError(f"the server's database URL must start with {' or '.join(DATABASE_SCHEMES)} "
+                          f"(got {scheme}); e.g. postgresql+asyncpg://prefect:PASSWORD@127.0.0.1:5432/prefect")
+    return url
+
+
+def server_env(host: str, environ: Mapping[str, str] = os.environ, database: str | None = None) -> dict[str, str]:
+    """The server process's environment: quiet, no client URL, an auth string unless it
+    listens on loopback only, and ``database`` (default: Prefect's SQLite in PREFECT_HOME)."""
     env = {**environ, **QUIET_ENV}
     env.pop("PREFECT_API_URL", None)
+    if database:
+        env[DATABASE_ENV] = check_database_url(database)
     if not is_loopback(host):
         env[SERVER_AUTH_ENV] = auth_string(environ)
     return env
 
 
-def up(timeout_s: float = 90, host: str = HOST, port: int = PORT) -> str:
-    """Start the server unless one already answers; returns the API URL. Beyond loopback it
-    requires an auth string, which this process then uses as a client too."""
+def up(timeout_s: float = 90, host: str = HOST, port: int = PORT, database: str | None = None) -> str:
+    """Start the server unless one already answers (whatever its database); returns the API
+    URL. Beyond loopback it requires an auth string, which this process then uses as a client
+    too. ``database``: a PostgreSQL URL for a server that outgrew SQLite (README "Scale")."""
     url = api_url_for(host, port)
-    env = server_env(host)
+    env = server_env(host, database=database)
     if SERVER_AUTH_ENV in env:
         os.environ.setdefault(CLIENT_AUTH_ENV, env[SERVER_AUTH_ENV])
     if healthy(url):

@@ -20,7 +20,7 @@ import yaml
 
 from lab import configrepo, topology
 
-REPO_VERSION = "1"  # bump when the generated content changes
+REPO_VERSION = "2"  # bump when the generated content changes
 # The homelab's phases and their order (as in deployments/homelab.yaml).
 PHASES: list[tuple[str, list[str]]] = [
     ("foundation", []), ("core", ["foundation"]), ("apps", ["core"]), ("ai", ["foundation"]), ("edge", ["core"]),
@@ -73,7 +73,7 @@ def inventory(hosts: int) -> dict:
                                for name, deps in PHASES}
     for index in range(stack_count(hosts)):
         phase = PHASES[index % len(PHASES)][0]
-        entry: dict = {"hosts": placement(index, names), "health": {"timeout_s": 30}}
+        entry: dict = {"hosts": placement(index, names), "health": {"timeout_s": 60}}
         if not is_plain(index):
             entry["health"]["checks"] = [{"http": f"http://127.0.0.1:{FIRST_PORT + index}/health"}]
         phases[phase]["stacks"][stack_name(index)] = entry

@@ -12,11 +12,12 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 # Everything the lab hosts need (podman behind the docker CLI, sshd, namespaces), plus the
-# Prometheus pieces the integration tests start on loopback.
+# Prometheus pieces and the PostgreSQL (for the Prefect server) the integration tests start on
+# loopback.
 PKGS=(
   podman runc conmon netavark aardvark-dns catatonit iptables uidmap fuse-overlayfs
   openssh-server openssh-client busybox-static iproute2 git procps psmisc python3
-  ca-certificates prometheus prometheus-pushgateway chromium
+  ca-certificates prometheus prometheus-pushgateway chromium postgresql
 )
 COMPOSE_PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
 

@@ -169,10 +169,14 @@ def audit_init_key(path: Annotated[Path, typer.Argument(
 @server_app.command("up")
 def server_up(host: Annotated[str, typer.Option(help="listen address; beyond loopback an API auth string is set")]
               = server.HOST,
-              port: Annotated[int, typer.Option(help="listen port")] = server.PORT) -> None:
+              port: Annotated[int, typer.Option(help="listen port")] = server.PORT,
+              database: Annotated[str | None, typer.Option(
+                  envvar="HOMELAB_SERVER_DATABASE", show_envvar=True,
+                  help="postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (default: SQLite in PREFECT_HOME)")] = None,
+              ) -> None:
     """Start the local Prefect server (or reuse the running one)."""
     try:
-        url = server.up(host=host, port=port)
+        url = server.up(host=host, port=port, database=database)
     except HomelabError as exc:
         raise fail(exc) from None
     print(f"Prefect API {url}  UI {url.removesuffix('/api')}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from deployments import server
+from model.errors import ServerError
 
 
 @pytest.fixture
@@ -51,3 +52,17 @@ def test_the_operators_auth_string_wins(home):
 ])
 def test_the_api_url_this_machine_reaches(host, url):
     assert server.api_url_for(host, 4200) == url
+
+
+def test_a_postgresql_database_goes_to_the_server_only():
+    url = "postgresql+asyncpg://prefect:s3cret@127.0.0.1:5432/prefect"
+    env = server.server_env("127.0.0.1", {"PATH": "/bin"}, database=url)
+    assert env[server.DATABASE_ENV] == url
+    assert server.DATABASE_ENV not in server.server_env("127.0.0.1", {"PATH": "/bin"})
+
+
+@pytest.mark.parametrize("url", ["mysql://root:s3cret@db/prefect", "postgresql://prefect:s3cret@db/p", "s3cret"])
+def test_a_database_url_of_another_kind_is_refused_without_its_password(url):
+    with pytest.raises(ServerError, match="must start with postgresql\\+asyncpg://") as caught:
+        server.server_env("127.0.0.1", {}, database=url)
+    assert "s3cret" not in str(caught.value)
