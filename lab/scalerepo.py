@@ -55,20 +55,20 @@ def placement(index: int, hosts: list[str]) -> list[str]:
 
 def compose_for(index: int, version: str) -> dict:
     stack = stack_name(index)
-    labels = {"lab.healthdriver.settled-interval": str(SETTLED_CHECK_S)}
     if is_plain(index):
         service = {"image": configrepo.WORKER, "init": True, "network_mode": "host",
                    "environment": {"STACK": stack}}
     else:
-        service = {**configrepo.web(stack, version, FIRST_PORT + index), "labels": labels}
+        service = {**configrepo.web(stack, version, FIRST_PORT + index),
+                   "labels": {"lab.healthdriver.settled-interval": str(SETTLED_CHECK_S)}}
     return {"services": {"app": service}}
 
 
 def inventory(hosts: int) -> dict:
-    names = list(topology.lab_hosts(hosts))
     base = configrepo.inventory()
     host_entries = {name: {"address": address, "gpu": name in topology.GPU_HOSTS}
                     for name, address in topology.lab_hosts(hosts).items()}
+    names = list(host_entries)
     phases: dict[str, dict] = {name: {"stacks": {}} | ({"depends_on": deps} if deps else {})
                                for name, deps in PHASES}
     for index in range(stack_count(hosts)):
@@ -120,4 +120,3 @@ def ensure(hosts: int) -> Path:
         git(root, "tag", tag)
     marker.write_text(REPO_VERSION + "\n")  # last: a half-written repository is rebuilt
     return root / "homelab.yaml"
-
