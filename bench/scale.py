@@ -68,6 +68,7 @@ def deploy(inventory: Path, ref: str) -> dict:
     leader = server_leader()
     with tempfile.NamedTemporaryFile(suffix=".json") as counted:
         cpu_before = group_cpu_seconds(leader)
+        machine_before = machine_busy_seconds()
         started = time.perf_counter()
         with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
             child = subprocess.Popen([PY, str(ROOT / "bench/api_counter.py"), counted.name, "deploy", "-i",
@@ -75,6 +76,7 @@ def deploy(inventory: Path, ref: str) -> dict:
             _, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
             wall = time.perf_counter() - started
+            machine_busy = machine_busy_seconds() - machine_before
             stdout.seek(0)
             stderr.seek(0)
             done = subprocess.CompletedProcess(child.args, child.returncode, stdout.read().decode(),
@@ -94,8 +96,15 @@ def deploy(inventory: Path, ref: str) -> dict:
     return {"cli_s": wall, "run_s": report["wall_s"], "api_calls": api.get("total", 0), "server_cpu_s": server_cpu,
             "rss_mib": usage.ru_maxrss / 1024, "cli_cpu_s": usage.ru_utime + usage.ru_stime,
             "preflight_max_s": max(survey.values(), default=0), "preflight_sum_s": sum(survey.values()),
+            "machine_cpu_s": machine_busy, "saturation": machine_busy / (wall * (os.cpu_count() or 1)),
             "changed": [s["stack"] for s in report["stacks"] if s["result"] != "unchanged"],
             "placements": len(report["stacks"]), "api_routes": api.get("routes", {})}
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds this whole machine (every lab host, the server, the CLI) spent busy so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_busy(seconds: float) -> float:
@@ -158,7 +167,7 @@ def bench_size(hosts: int, rounds: int, idle_s: float) -> dict:
     for name, runs in cases.items():
         out[name] = {key: stats([r[key] for r in runs])
                      for key in ("cli_s", "run_s", "api_calls", "server_cpu_s", "cli_cpu_s", "preflight_max_s",
-                                 "preflight_sum_s")}
+                                 "preflight_sum_s", "machine_cpu_s", "saturation")}
     out["noop_routes"] = cases["noop"][0]["api_routes"]
     return out
 
@@ -171,12 +180,14 @@ def table(results: list[dict]) -> str:
             cells = [f"{r[case][k]['min']:g} / {r[case][k]['median']:g} / {r[case][k]['max']:g}"
                      for k in ("cli_s", "run_s", "api_calls", "server_cpu_s")]
             lines.append(f"| {r['hosts']} ({r['placements']}) | {case} | " + " | ".join(cells) + " |")
-    lines += ["", "Where a no-op's time goes (medians): the orchestrator's CPU, the slowest survey, all surveys",
-              "", "| hosts | no-op run s | orchestrator CPU s | slowest survey s | surveys summed s |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {r['hosts']} | {r['noop']['run_s']['median']:g} | {r['noop']['cli_cpu_s']['median']:g} | "
-              f"{r['noop']['preflight_max_s']['median']:g} | {r['noop']['preflight_sum_s']['median']:g} |"
-              for r in results]
+    lines += ["", "Where the time goes (medians): the orchestrator's CPU, the slowest survey, all surveys, and the "
+              "whole machine's CPU during the deploy (saturation: busy share of every core)",
+              "", "| hosts | case | run s | orchestrator CPU s | slowest survey s | surveys summed s | machine CPU s "
+              "| saturation |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['hosts']} | {case} | {r[case]['run_s']['median']:g} | {r[case]['cli_cpu_s']['median']:g} | "
+              f"{r[case]['preflight_max_s']['median']:g} | {r[case]['preflight_sum_s']['median']:g} | "
+              f"{r[case]['machine_cpu_s']['median']:g} | {r[case]['saturation']['median']:.0%} |"
+              for r in results for case in ("fresh", "noop", "one_stack")]
     lines += ["", "| hosts | orchestrator peak RSS MiB | lab idle CPU (share of 2 cores) | memory per extra host MiB |",
               "|---|---|---|---|"]
     lines += [f"| {r['hosts']} | {r['peak_rss_mib']} | {r['idle_cpu']:.0%} | {r['extra_host_mib'] or '-'} |"
