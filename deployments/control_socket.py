@@ -91,9 +91,8 @@ def _lines(sock: socket.socket) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def connect(inventory: Path, path: Path | None = None) -> ControlClient | None:
-    """A client of the running control process if it serves this inventory, else None (the
-    CLI then runs the work itself). A stale socket file or a dead process also gives None."""
+def _greet(path: Path | None) -> tuple[socket.socket, dict] | None:
+    """The socket and the control process's hello; None when none runs (or the file is stale)."""
     path = path or state_dir() / "serve" / "control.sock"
     if not path.exists():
         return None
@@ -102,10 +101,28 @@ def connect(inventory: Path, path: Path | None = None) -> ControlClient | None:
     try:
         sock.connect(str(path))
         sock.sendall(encode({"command": "hello"}))
-        hello = next(_lines(sock), {}).get("done", {})
+        return sock, next(_lines(sock), {}).get("done", {})
     except (OSError, ValueError, StopIteration):
         sock.close()
         return None
+
+
+def served_inventory(path: Path | None = None) -> Path | None:
+    """The inventory the local control process serves, or None when none runs."""
+    greeted = _greet(path)
+    if greeted is None:
+        return None
+    greeted[0].close()
+    return Path(greeted[1].get("inventory", "")).resolve()
+
+
+def connect(inventory: Path, path: Path | None = None) -> ControlClient | None:
+    """A client of the running control process if it serves this inventory, else None (the
+    CLI then runs the work itself). A stale socket file or a dead process also gives None."""
+    greeted = _greet(path)
+    if greeted is None:
+        return None
+    sock, hello = greeted
     if Path(hello.get("inventory", "")).resolve() != inventory.expanduser().resolve():
         sock.close()
         return None

@@ -23,7 +23,7 @@ from tasks.engine.locks import hold_hosts
 from tasks.engine.plan import Prepared, make_plan
 from tasks.engine.prefect_slots import prefect_host_slots
 from tasks.engine.report import DeployReport, StackResult
-from tasks.engine.rollout import Rollout, Verify, apply_plan
+from tasks.engine.rollout import PhaseCheck, Rollout, Verify, apply_plan
 from tasks.engine.secrets_sync import resolve_secrets
 from tasks.engine.step_set import Steps
 from tasks.engine.worker_session import worker_hosts, worker_runs, worker_steps, worker_transports
@@ -45,12 +45,13 @@ class UnderLocks(Protocol):
 async def deploy_locked(desired: DesiredState, *, started: float, full: bool, prune: bool = False,
                         on_failure: FailurePolicy | None = None, refresh_images: bool = False,
                         lock_wait_s: float = 90, under_locks: UnderLocks | None = None, verify: Verify | None = None,
-                        kind: str = "deploy", notes: dict | None = None,
+                        phase_check: PhaseCheck | None = None, kind: str = "deploy", notes: dict | None = None,
                         events: RunEvents | None = None) -> DeployReport:
     """The deploy itself: secrets, locks, facts, plan, phases, report. Raises DeployFailed
     (with the report) unless every stack is healthy. ``verify`` runs last, before anything is
-    committed (staging's smoke tests); ``kind`` names the report (deploy, staging); ``events``
-    tells the agents of each phase and each failed or undone stack."""
+    committed (staging's smoke tests); ``phase_check`` after each phase (the verifier agent);
+    ``kind`` names the report (deploy, staging); ``events`` tells the agents of each phase and
+    each failed or undone stack."""
     run_id = str(flow_run.get_id())
     owner = LockOwner.for_run(run_id, desired.commit)
     workers = worker_hosts(desired)
@@ -61,13 +62,15 @@ async def deploy_locked(desired: DesiredState, *, started: float, full: bool, pr
         return await _deploy_on(desired, HostPool(ssh_targets(desired, worker_hosts=workers), others=on_workers),
                                 steps, run_id=run_id, owner=owner, started=started, full=full, prune=prune,
                                 on_failure=on_failure, refresh_images=refresh_images, lock_wait_s=lock_wait_s,
-                                under_locks=under_locks, verify=verify, kind=kind, notes=notes, events=events)
+                                under_locks=under_locks, verify=verify, phase_check=phase_check, kind=kind,
+                                notes=notes, events=events)
 
 
 async def _deploy_on(desired: DesiredState, hosts: HostPool, steps: Steps, *, run_id: str, owner: LockOwner,
                      started: float, full: bool, prune: bool, on_failure: FailurePolicy | None, refresh_images: bool,
-                     lock_wait_s: float, under_locks: UnderLocks | None, verify: Verify | None, kind: str,
-                     notes: dict | None, events: RunEvents | None) -> DeployReport:
+                     lock_wait_s: float, under_locks: UnderLocks | None, verify: Verify | None,
+                     phase_check: PhaseCheck | None, kind: str, notes: dict | None,
+                     events: RunEvents | None) -> DeployReport:
     async with hosts as pool, hold_hosts(pool, desired, owner, lock_wait_s, steps.survey) as surveys:
         redeploy = {}
         if under_locks:
@@ -81,7 +84,7 @@ async def _deploy_on(desired: DesiredState, hosts: HostPool, steps: Steps, *, ru
         if plan.pending:
             await publish_plan(plan)
         run = Rollout(pool=pool, desired=desired, surveys=surveys, flow_run_id=run_id, steps=steps,
-                      prune=prune, on_failure=on_failure, verify=verify, events=events)
+                      prune=prune, on_failure=on_failure, verify=verify, phase_check=phase_check, events=events)
         # Prefect's per-host slots, for the hosts this run will change (a no-op changes none)
         async with prefect_host_slots(sorted({c.host for c in plan.pending}), lock_wait_s):
             results = await apply_plan(run, plan)

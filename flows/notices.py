@@ -1,10 +1,11 @@
-"""A run's notices: sent in the background, so a slow channel never slows the deploy; the run
-waits for them (each bounded by its channel timeout) only before it ends."""
+"""A run's notices: sent in the background, so a slow channel (or a slow communicator agent)
+never slows the deploy; the run waits for them (each bounded by its timeouts) only before it ends."""
 
 from __future__ import annotations
 
 import asyncio
 
+from flows.agent_gates import rewrite_notice
 from model.inventory import Inventory
 from tasks.engine.notify import Channels, Kind, Notice, load_channels, notify
 from tasks.engine.report import DeployReport, StackResult
@@ -17,6 +18,7 @@ class RunNotices:
         self.link = link
         self._channels: asyncio.Task[Channels] | None = None
         self._sending: list[asyncio.Task] = []
+        self.agent_decisions: list[dict] = []  # the communicator's, one per notice it saw
 
     def send(self, kind: Kind, summary: str, details: str = "") -> None:
         if self._channels is None:
@@ -27,6 +29,7 @@ class RunNotices:
 
     async def _send(self, notice: Notice) -> None:
         assert self._channels is not None
+        notice = await rewrite_notice(self.inventory.agents.notify, notice, notes=self.agent_decisions)
         await notify(notice, await self._channels)
 
     async def drain(self) -> None:

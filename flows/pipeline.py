@@ -25,21 +25,24 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.states import Completed, State
 
+from flows.agent_gates import AGENTS_NOTE, PhaseVerifier, blocks_production, review_markdown, review_plan
 from flows.approval import SUMMARY_KEY, Decision, ask_approval
 from flows.audited import audited_run
 from flows.locked_deploy import deploy_locked
 from flows.notices import RunNotices
 from flows.run_signals import NOT_APPROVED, RunSignals, outcome_of, run_events, signalling
 from model.actors import approver
-from model.approval import Environment, approval_needed
+from model.agents import PlanReviewHook
+from model.approval import YES_TRIGGERS, Environment, approval_needed
 from model.desired import DesiredState
 from model.errors import DeployFailed, UsageError
 from model.policies import FailurePolicy
 from model.staging import production_name, staging_name
 from model.triggers import trigger_from_tags
 from tasks.engine import audit, progress
+from tasks.engine.agent_hooks import HookDecision
 from tasks.engine.notify import Kind
-from tasks.engine.plan import ORPHANS, Change
+from tasks.engine.plan import ORPHANS, Change, Plan
 from tasks.engine.preview import preview_plan
 from tasks.engine.release_plan import approval_markdown, plan_summary
 from tasks.engine.report import DeployReport
@@ -73,6 +76,8 @@ async def release(desired: DesiredState, *, environment: Environment = "producti
             outcome = await pipeline.run(skip_staging=skip_staging, yes=yes)
         finally:
             await notices.drain()  # before the last push: failed notices are counted
+        if notices.agent_decisions and isinstance(outcome, dict):
+            outcome[AGENTS_NOTE] = [*outcome.get(AGENTS_NOTE, []), *notices.agent_decisions]
         await signals.finish(*outcome_of(outcome))
         return outcome
 
@@ -108,9 +113,9 @@ class Pipeline:
                              if not skip_staging else "--environment staging with --skip-staging does nothing")
         may_ask, _ = approval_needed(policy, environment=self.environment, trigger=self.trigger,
                                      changed_phases=list(desired.inventory.phases), yes=yes)
-        if staging is None and not may_ask:
-            if yes and self.trigger == "manual":
-                self._audit("approval.skipped", why="--yes")
+        reviewer = desired.inventory.agents.plan_review if self.environment == "production" else None
+        if staging is None and not may_ask and reviewer is None:
+            self._audit_yes(yes)
             return await self._production(desired, self.full)
 
         plan = await preview_plan(desired, full=self.full, refresh_images=self.deploy["refresh_images"])
@@ -127,13 +132,16 @@ class Pipeline:
         needed, why = approval_needed(policy, environment=self.environment, trigger=self.trigger,
                                       changed_phases={c.phase for c in pending}, yes=yes)
         self.notes["approval"] = {"needed": needed, "why": why}
+        markdown = self._form(plan, why)
+        review = await self._review(reviewer, pending, markdown) if reviewer and pending else None
+        if review and reviewer and blocks_production(review, reviewer):
+            return self._not_approved(Decision(approved=False, reason=review.describe(),
+                                               approver=f"agent {review.agent or 'plan_review'}"))
         if not needed:
-            if yes and self.trigger == "manual":
-                self._audit("approval.skipped", why="--yes")
+            self._audit_yes(yes)
             return await self._production(desired, self.full)
-        markdown = approval_markdown(plan, desired, trigger=self.trigger, why=why,
-                                     smoke_table=smoke_table_markdown(self.smoke) if self.smoke else "",
-                                     staging_note=self._staging_note())
+        if section := review_markdown(review):
+            markdown = self._form(plan, why, section)
         decision = await self._ask(markdown, plan_summary(pending, desired.commit), policy.timeout_s)
         if not decision.approved:
             return self._not_approved(decision)
@@ -144,6 +152,20 @@ class Pipeline:
             allowed = {s for s, phase in desired.inventory.stack_phase().items() if phase in decision.phases}
             return await self._production(desired.restricted(allowed), full=False)
         return await self._production(desired, self.full)
+
+    def _form(self, plan: Plan, why: str, agent_review: str = "") -> str:
+        """The approval form's description: the plan, staging, smoke tests and the agent's review."""
+        return approval_markdown(plan, self.desired, trigger=self.trigger, why=why, agent_review=agent_review,
+                                 smoke_table=smoke_table_markdown(self.smoke) if self.smoke else "",
+                                 staging_note=self._staging_note())
+
+    async def _review(self, reviewer: PlanReviewHook, pending: Sequence[Change], markdown: str) -> HookDecision:
+        return await review_plan(self.desired, reviewer, run_id=self.run_id, trigger=self.trigger,
+                                 environment=self.environment, changes=pending, markdown=markdown, notes=self.notes)
+
+    def _audit_yes(self, yes: bool) -> None:
+        if yes and self.trigger in YES_TRIGGERS:
+            self._audit("approval.skipped", why=YES_TRIGGERS[self.trigger])
 
     def _to_stage(self, staging: DesiredState, changed: Sequence[Change]) -> list[str]:
         """Staging runs: every staging copy (its plan skips what is current). Production runs:
@@ -225,8 +247,10 @@ class Pipeline:
 
     async def _production(self, desired: DesiredState, full: bool) -> dict:
         try:
+            check = PhaseVerifier(desired, run_id=self.run_id, notes=self.notes) \
+                if desired.inventory.agents.verify else None
             report = await deploy_locked(desired, started=self.started, full=full, notes=self.notes,
-                                         events=self.signals.events, **self.deploy)
+                                         events=self.signals.events, phase_check=check, **self.deploy)
         except DeployFailed as exc:
             if isinstance(exc.report, DeployReport):
                 self.notices.report(exc.report, "production")

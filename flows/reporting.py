@@ -30,15 +30,22 @@ async def publish_report(report: RunReport) -> None:
                                         description=f"failed: {failed}")
 
 
-def run_summary(report_json: dict, *, environment: str, trigger: str, duration_s: float) -> dict:
-    """The run in one row: what ``homelab history`` shows. ``report_json`` is the run's result
-    (a report's JSON, or the not-approved result); ``changed`` lists the stacks it touched."""
+def run_summary(report_json: dict, *, environment: str, trigger: str, duration_s: float,
+                reason: str | None = None) -> dict:
+    """The run in one row: what ``homelab history`` shows and the DeploymentOrchestratorAgent
+    returns. ``report_json`` is the run's result (a report's JSON, or the not-approved result);
+    ``changed`` lists the stacks it touched, ``hosts`` every stack's result by host."""
+    stacks = report_json.get("stacks") or []
     changed = [{"host": s.get("host"), "stack": s.get("stack"), "action": s.get("action"), "result": s.get("result"),
                 "from_release": s.get("from_release"), "to_release": s.get("release")}
-               for s in report_json.get("stacks") or [] if s.get("result") not in NOT_CHANGED]
+               for s in stacks if s.get("result") not in NOT_CHANGED]
+    hosts: dict[str, dict[str, str]] = {}
+    for s in stacks:
+        hosts.setdefault(str(s.get("host")), {})[str(s.get("stack"))] = str(s.get("result"))
     return {"commit": report_json.get("commit"), "source": report_json.get("source"), "environment": environment,
             "trigger": trigger, "result": report_json.get("result", "failed"), "duration_s": round(duration_s, 3),
-            "changed": changed}
+            "changed": changed, "hosts": hosts,
+            **({"reason": reason} if (reason := reason or report_json.get("reason")) else {})}
 
 
 async def publish_run_summary(summary: dict) -> None:

@@ -63,7 +63,7 @@ class RunSignals:
         self.events.completed(result, wall_s, list(self.stacks), reason)
         try:
             await publish_run_summary(run_summary({**report_json, "result": result}, environment=self.environment,
-                                                  trigger=self.trigger, duration_s=wall_s))
+                                                  trigger=self.trigger, duration_s=wall_s, reason=reason))
         except Exception as exc:
             get_run_logger().warning("run summary not published (homelab history shows less): %s",
                                      type(exc).__name__)

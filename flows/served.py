@@ -47,6 +47,9 @@ ENVIRONMENT = param("production", "Environment", "production: stage the changed 
                                                  "for approval, then deploy production. staging: stop after the tests.")
 SKIP_STAGING = param(False, "Skip staging", "Go straight to the approval gate, without staging or smoke tests "
                                             "(audited).")
+AUTO_APPROVE = param(False, "Approve without waiting", "Pass the approval gate, as `homelab deploy --yes` does "
+                                                       "(audited). Only manual and agent runs may; the nightly "
+                                                       "and webhook runs never skip the gate this way.")
 REFRESH_IMAGES = param(False, "Refresh images", "Pull every stack's images first; stacks whose tags moved are "
                                                 "updated.")
 
@@ -64,7 +67,8 @@ def resolve_ref(inventory: str, ref: str | None) -> str | None:
 @flow(name="deploy-homelab", persist_result=False, validate_parameters=True)
 async def deploy(ref: str | None = REF, only: list[str] | None = ONLY, on_failure: FailurePolicy | None = ON_FAILURE,
                  dry_run: bool = DRY_RUN, refresh_images: bool = REFRESH_IMAGES,
-                 environment: Environment = ENVIRONMENT, skip_staging: bool = SKIP_STAGING) -> dict | State:
+                 environment: Environment = ENVIRONMENT, skip_staging: bool = SKIP_STAGING,
+                 auto_approve: bool = AUTO_APPROVE) -> dict | State:
     """Deploy the served inventory at ``ref``: staging and its smoke tests, approval, then the
     production phases in order, health-gated."""
     inventory = pinned_inventory()
@@ -72,7 +76,8 @@ async def deploy(ref: str | None = REF, only: list[str] | None = ONLY, on_failur
     if dry_run:
         return await plan_only(inventory, ref, only, refresh_images)
     return await deploy_homelab.fn(inventory=inventory, ref=ref, only=only or None, on_failure=on_failure,
-                                   refresh_images=refresh_images, environment=environment, skip_staging=skip_staging)
+                                   refresh_images=refresh_images, environment=environment, skip_staging=skip_staging,
+                                   yes=auto_approve)
 
 
 async def plan_only(inventory: str, ref: str | None, only: list[str] | None, refresh_images: bool) -> dict:

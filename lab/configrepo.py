@@ -28,7 +28,7 @@ import yaml
 
 from lab import topology
 
-REPO_VERSION = "6"  # bump when the generated content changes, so `lab up` rebuilds the repo
+REPO_VERSION = "7"  # bump when the generated content changes, so `lab up` rebuilds the repo
 
 # (phase, depends_on, {stack: hosts}) - mirrors deployments/homelab.yaml
 PHASES: list[tuple[str, list[str], dict[str, list[str]]]] = [
@@ -161,7 +161,7 @@ def inventory(pipeline: dict[str, dict[str, str]] | None = None) -> dict:
                 entries[stack]["staging"] = staging_form(stack, pipeline.get(stack, {}).get("smoke_body"))
         phases[name] = {"depends_on": depends_on, "stacks": entries} if depends_on else {"stacks": entries}
     # Releases before the pipeline deploy without a gate; the pipeline branch keeps the default.
-    exempt = {"approval": {"not_needed": {"triggers": ["manual", "webhook", "nightly"]}}}
+    exempt = {"approval": {"not_needed": {"triggers": ["manual", "webhook", "nightly", "agent"]}}}
     approval = {} if pipeline is not None else exempt
     return {
         "version": 1,

@@ -1,7 +1,8 @@
 """Who did it: the actor string every audit record carries.
 
 "cli:<user>" (someone at a shell), "webhook:<delivery id>" (a GitHub push), "schedule:<deployment>"
-(the nightly run), "ui:<deployment>" (a run started from the Prefect UI or API), "approver:<name>"
+(the nightly run), "ui:<deployment>" (a run started from the Prefect UI or API), "agent:<deployment>"
+(a run the DeploymentOrchestratorAgent started), "approver:<name>"
 (an answer to an approval gate).
 """
 
@@ -11,7 +12,7 @@ import getpass
 import os
 from collections.abc import Iterable
 
-from model.triggers import NIGHTLY_TAG, WEBHOOK_TAG
+from model.triggers import AGENT_TAG, NIGHTLY_TAG, WEBHOOK_TAG
 
 ACTOR_ENV = "HOMELAB_ACTOR"
 DELIVERY_TAG_PREFIX = "github-delivery:"  # the webhook receiver's tag carrying X-GitHub-Delivery
@@ -31,6 +32,10 @@ def schedule(deployment: str) -> str:
 
 def ui(deployment: str) -> str:
     return f"ui:{deployment}"
+
+
+def agent(deployment: str) -> str:
+    return f"agent:{deployment}"
 
 
 def approver(name: str) -> str:
@@ -60,6 +65,8 @@ def actor_for_run(tags: Iterable[str], deployment_name: str | None, user: str) -
         delivery = next((t.removeprefix(DELIVERY_TAG_PREFIX) for t in found if t.startswith(DELIVERY_TAG_PREFIX)),
                         "")
         return webhook(delivery or "unknown")
+    if AGENT_TAG in found:
+        return agent(deployment_name or "unknown")
     if deployment_name:
         return ui(deployment_name)
     return cli(user)

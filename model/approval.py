@@ -1,8 +1,9 @@
 """When a production run must wait for a person (the inventory's ``approval:`` policy).
 
 By default every production run that changes something asks; a run that changes nothing never
-does. ``not_needed`` exempts triggers (manual, webhook, nightly) and phases; ``--yes`` exempts a
-manual CLI run (audited by the caller).
+does. ``not_needed`` exempts triggers (manual, webhook, nightly, agent) and phases; ``--yes`` exempts a
+manual CLI run, and ``auto_approve`` a run the DeploymentOrchestratorAgent started (both audited by
+the caller).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 from model.inventory import ApprovalPolicy
 
 Environment = Literal["production", "staging"]
+YES_TRIGGERS = {"manual": "--yes", "agent": "auto_approve"}  # trigger -> the flag that skips the gate for it
 
 
 def approval_needed(policy: ApprovalPolicy, *, environment: Environment, trigger: str,
@@ -22,8 +24,8 @@ def approval_needed(policy: ApprovalPolicy, *, environment: Environment, trigger
         return False, "a staging run stops after its smoke tests"
     if not changed_phases:
         return False, "the run changes nothing"
-    if yes and trigger == "manual":
-        return False, "--yes on a manual run"
+    if yes and trigger in YES_TRIGGERS:
+        return False, f"{YES_TRIGGERS[trigger]} on {'an' if trigger == 'agent' else 'a'} {trigger} run"
     if trigger in policy.not_needed.triggers:
         return False, f"the policy needs no approval for {trigger} runs"
     asking = sorted(set(changed_phases) - set(policy.not_needed.phases))

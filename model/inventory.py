@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from model.agents import AgentsSection
 from model.policies import FailurePolicy
 from model.smoke import SmokeCheck
 
@@ -302,7 +303,7 @@ class Phase(_Strict):
     stacks: dict[str, Stack]
 
 
-Trigger = Literal["manual", "webhook", "nightly"]
+Trigger = Literal["manual", "webhook", "nightly", "agent"]
 
 
 class NotifySection(_Strict):
@@ -343,6 +344,7 @@ class Inventory(_Strict):
     approval: ApprovalPolicy = ApprovalPolicy()
     notify: NotifySection = NotifySection()
     metrics: MetricsSection = MetricsSection()
+    agents: AgentsSection = AgentsSection()
     hosts: dict[str, Host]
     phases: dict[str, Phase]
 

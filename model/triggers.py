@@ -7,9 +7,13 @@ from collections.abc import Iterable
 
 NIGHTLY_TAG = "nightly"
 WEBHOOK_TAG = "webhook"
+AGENT_TAG = "agent"  # runs the DeploymentOrchestratorAgent creates
 
 
 def trigger_from_tags(tags: Iterable[str]) -> str:
-    """manual, webhook or nightly."""
+    """manual, webhook, nightly or agent."""
     found = set(tags)
-    return "nightly" if NIGHTLY_TAG in found else "webhook" if WEBHOOK_TAG in found else "manual"
+    for tag in (NIGHTLY_TAG, WEBHOOK_TAG, AGENT_TAG):
+        if tag in found:
+            return tag
+    return "manual"

@@ -68,6 +68,8 @@ class TrustFile(_Strict):
     hosts: dict[str, TrustedHost]
     vault_paths: dict[str, list[str]] = Field(
         {}, description="stack -> KV paths (globs) it may read; `*` applies to every stack, `{stack}` is its name")
+    agents: dict[str, str] = Field(
+        {}, description="agent hook -> the one target it may call: its URL, or python:module:function")
 
     def vault_patterns(self, stack: str) -> list[str]:
         patterns = [*self.vault_paths.get("*", []), *self.vault_paths.get(stack, [])]
@@ -146,8 +148,9 @@ def _signed_tag(root: Path, ref: str, rules: RefRules) -> bool:
 
 
 def check_inventory(inventory: Inventory, trust: TrustFile, shown: str) -> None:
-    """Every host, the SSH settings and each stack's Vault paths must match the trust file."""
-    problems = [f"{shown}: {p}" for p in _host_problems(inventory, trust) + _vault_problems(inventory, trust)]
+    """Every host, the SSH settings, each stack's Vault paths and the agent hooks must match the trust file."""
+    found = _host_problems(inventory, trust) + _vault_problems(inventory, trust) + _agent_problems(inventory, trust)
+    problems = [f"{shown}: {p}" for p in found]
     if problems:
         raise TrustRefused([*problems, f"(the trust file {trust_path()} decides these; "
                                        "change it there if the change is meant)"])
@@ -183,6 +186,18 @@ def _vault_problems(inventory: Inventory, trust: TrustFile) -> list[str]:
     return problems
 
 
+def _agent_problems(inventory: Inventory, trust: TrustFile) -> list[str]:
+    """An agent hook sees the plan and the report, gets the bearer token, and an entry point runs
+    in the orchestrator's process: its target is the trust file's to decide."""
+    problems = []
+    for name, hook in inventory.agents.configured().items():
+        pinned = trust.agents.get(name)
+        if pinned != hook.target():
+            problems.append(f"agents.{name}: target {hook.target()!r} is not the trusted "
+                            f"{pinned!r}" if pinned else f"agents.{name}: the trust file allows no {name} hook")
+    return problems
+
+
 def pin(inventory: Inventory, protected_branches: list[str] | None = None) -> TrustFile:
     """A trust file that allows exactly what ``inventory`` asks for today."""
     return TrustFile(
@@ -190,7 +205,8 @@ def pin(inventory: Inventory, protected_branches: list[str] | None = None) -> Tr
         ssh=TrustedSsh(known_hosts=inventory.ssh.known_hosts, identity=inventory.ssh.identity),
         hosts={name: TrustedHost(address=h.address, port=h.port, user=h.user) for name, h in inventory.hosts.items()},
         vault_paths={name: sorted({s.path for s in stack.secrets})
-                     for phase in inventory.phases.values() for name, stack in phase.stacks.items() if stack.secrets})
+                     for phase in inventory.phases.values() for name, stack in phase.stacks.items() if stack.secrets},
+        agents={name: hook.target() for name, hook in inventory.agents.configured().items()})
 
 
 def dump(trust: TrustFile) -> str:

@@ -53,6 +53,11 @@ SERIES: dict[str, Series] = {
     "homelab_lock_wait_seconds": Series("histogram", "Time until the run held a host's deploy lock.", ("host",),
                                         LOCK_BUCKETS),
     "homelab_notification_failures_total": Series("counter", "Notices a channel failed to deliver.", ("channel",)),
+    "homelab_agent_hook_calls_total": Series("counter", "Agent hook calls, by hook, the decision the run acted on, "
+                                                        "and how the call went (answered, failed-open, "
+                                                        "failed-closed).", ("hook", "decision", "outcome")),
+    "homelab_agent_hook_seconds": Series("histogram", "Time an agent hook took, retry included.", ("hook",),
+                                         HEALTH_BUCKETS),
     "homelab_deploy_in_progress": Series("gauge", "1 while a run of this environment runs."),
     "homelab_last_deploy_success": Series("gauge", "1 if the last finished run of this environment succeeded."),
     "homelab_last_deploy_timestamp_seconds": Series("gauge", "Unix time the last run of this environment ended."),

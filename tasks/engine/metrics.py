@@ -153,6 +153,12 @@ def record_notification_failure(channel: str) -> None:
         run.pending.inc("homelab_notification_failures_total", channel=channel)
 
 
+def record_agent_hook(hook: str, decision: str, outcome: str, seconds: float) -> None:
+    if run := current():
+        run.pending.inc("homelab_agent_hook_calls_total", hook=hook, decision=decision, outcome=outcome)
+        run.pending.observe("homelab_agent_hook_seconds", seconds, hook=hook)
+
+
 def record_host_phase(host: str, phase: str, seconds: float) -> None:
     if run := current():
         run.pending.observe("homelab_deploy_duration_seconds", seconds, host=host, phase=phase)

@@ -28,7 +28,7 @@ def _release(change: Change, commit: str | None) -> str:
 
 
 def approval_markdown(plan: Plan, desired: DesiredState, *, trigger: str, why: str, smoke_table: str = "",
-                      staging_note: str = "") -> str:
+                      staging_note: str = "", agent_review: str = "") -> str:
     rows = [[c.phase, c.host, c.stack, c.action, _release(c, desired.commit), _images(c, desired), c.reason]
             for c in plan.pending]
     out = [f"## Approve the production deploy of `{desired.source}`",
@@ -38,6 +38,8 @@ def approval_markdown(plan: Plan, desired: DesiredState, *, trigger: str, why: s
         out += ["", "### Staging", staging_note]
     if smoke_table:
         out += ["", "### Smoke tests", smoke_table]
+    if agent_review:
+        out += ["", "### Agent review", agent_review]
     out += ["", "Tick **Approve** to deploy (optionally only some phases), or leave it unticked to reject."]
     return "\n".join(out)
 

@@ -12,6 +12,10 @@ on a half-deployed release. Then the phase's policy decides:
 - ``rollback-all``: undo everything this run changed, in reverse; stop.
 - ``continue``: keep going with the phases that do not depend on the failed one.
 
+A production run may check each phase once its health gates passed (``phase_check``: the
+verifier agent). A phase it fails is failed like a failed health gate: every stack the phase
+deployed is undone at once, marked ``failed``, and the phase's policy decides the rest.
+
 A run may end with a ``verify`` step (staging's smoke tests): once every phase passed, and before
 anything is committed. The stacks it fails are ``failed``, and everything the run changed is
 undone, as with ``rollback-all``.
@@ -42,6 +46,8 @@ from tasks.host_commands.survey import HostSurvey
 
 # (pool, results, steps) -> {(host, stack): why it failed}; empty when all is well
 Verify = Callable[[HostPool, list[StackResult], Steps], Awaitable[dict[tuple[str, str], str]]]
+# (phase, its results) -> why the phase fails, or None when it passes
+PhaseCheck = Callable[[str, list[StackResult]], Awaitable[str | None]]
 
 
 @dataclass(kw_only=True)
@@ -56,6 +62,7 @@ class Rollout:
     journal: RollbackJournal = field(default_factory=RollbackJournal)
     snapshot_log: SnapshotLog = field(default_factory=SnapshotLog)
     verify: Verify | None = None
+    phase_check: PhaseCheck | None = None
     events: RunEvents | None = None  # None: no Prefect events (plain runs, tests of the engine alone)
 
     def policy(self, phase: str) -> str:
@@ -82,6 +89,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
     failed_phases: list[str] = []
     stop_reason: str | None = None
     undo_reason: str | None = None  # why the run undid healthy stacks: its policy, or verify
+    checked_out: set[tuple[str, str]] = set()  # stacks undone because phase_check failed their phase
     kept: list[PhaseHeld] = []
     try:
         for phase in plan.phases:
@@ -96,6 +104,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
                     progress.note(phase, change.host, change.stack, "queued")
             started = time.monotonic()
             phase_results, held = await _run_phase_after_snapshots(run, phase, changes)
+            phase_results = await _phase_checked(run, phase, phase_results, held, checked_out)
             results += phase_results
             kept.append(held)
             if any(r.result == "failed" for r in phase_results):
@@ -112,7 +121,7 @@ async def apply_plan(run: Rollout, plan: Plan) -> list[StackResult]:
         # Whatever the policy did not undo is kept.
         await asyncio.gather(*(h.commit() for phase_held in kept for h in [*phase_held.stacks, *phase_held.snapshots]))
     final = _with_rollbacks(results, run.journal)
-    _undone(run, final, undo_reason)
+    _undone(run, final, undo_reason, checked_out)
     return final
 
 
@@ -127,14 +136,36 @@ async def _phase_ended(run: Rollout, changes: list[Change], results: list[StackR
     await metrics.push_now()
 
 
-def _undone(run: Rollout, results: list[StackResult], undo_reason: str | None) -> None:
+def _undone(run: Rollout, results: list[StackResult], undo_reason: str | None,
+            checked_out: set[tuple[str, str]]) -> None:
     """Count every change and tell why each undone stack was undone: its own failure
-    (``failed-stack``), or the run's ``undo_reason`` (policy, verify)."""
+    (``failed-stack``), its phase failing the check (``verify``), or the run's ``undo_reason``
+    (policy, verify)."""
     for r in results:
-        why = ("failed-stack" if r.result == "failed" else undo_reason or "policy") if r.rollback else None
+        own = "verify" if (r.host, r.stack) in checked_out else "failed-stack"
+        why = (own if r.result == "failed" else undo_reason or "policy") if r.rollback else None
         metrics.record_stack(r, why)
         if why and run.events is not None:
             run.events.rolled_back(r, why)
+
+
+async def _phase_checked(run: Rollout, phase: str, results: list[StackResult], held: PhaseHeld,
+                         checked_out: set[tuple[str, str]]) -> list[StackResult]:
+    """A phase whose health gates all passed, through ``phase_check``; a fail undoes its stacks."""
+    deployed = [r for r in results if r.result == "healthy" and r.action != "unchanged"]
+    if run.phase_check is None or not deployed or any(r.result == "failed" for r in results):
+        return results
+    try:
+        why = await run.phase_check(phase, results)
+    except Exception as exc:  # a broken check must not keep an unverified phase
+        why = f"the phase check could not run: {exc!r}"
+    if why is None:
+        return results
+    await asyncio.gather(*(h.rollback() for h in held.stacks))
+    held.stacks.clear()
+    undone = {(r.host, r.stack) for r in deployed}
+    checked_out.update(undone)
+    return [replace(r, result="failed", error=why) if (r.host, r.stack) in undone else r for r in results]
 
 
 async def _verified(run: Rollout, results: list[StackResult], kept: list[PhaseHeld]) -> list[StackResult]:

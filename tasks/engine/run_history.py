@@ -132,3 +132,12 @@ async def read_history(limit: int = 20) -> list[dict]:
         raise ServerError(f"could not read the run history from the Prefect API: {exc}; "
                           "check PREFECT_API_URL, or start the local server with `homelab server up`") from None
     return history_rows(runs, summaries)
+
+
+async def read_run_summary(client: object, flow_run_id: str) -> dict | None:
+    """The run-summary row of one flow run (``client``: a Prefect client), or None if it has none."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    found = await client.read_artifacts(artifact_filter=ArtifactFilter(  # type: ignore[attr-defined]
+        key=ArtifactFilterKey(any_=[RUN_SUMMARY_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return latest_summaries(found).get(str(flow_run_id))

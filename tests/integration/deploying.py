@@ -112,3 +112,14 @@ def trust_as_is(inventory: Path, monkeypatch) -> Path:
     path.write_text(dump(pin(load_inventory(inventory))))
     monkeypatch.setenv(TRUST_FILE_ENV, str(path))
     return path
+
+
+def lab_checkout(clean_lab: Path, tmp_path: Path, tag: str) -> Path:
+    """A clone of the lab's config repo with ``tag`` checked out; the path of its inventory,
+    for tests that edit the working tree and deploy it."""
+    import subprocess
+
+    copy = tmp_path / "config"
+    subprocess.run(["git", "clone", "-q", str(clean_lab.parent), str(copy)], check=True)
+    subprocess.run(["git", "-C", str(copy), "checkout", "-q", "-f", tag], check=True)
+    return copy / "homelab.yaml"

@@ -6,7 +6,6 @@ accepts and ignores DeviceRequests; Docker with the NVIDIA toolkit honours them)
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import yaml
 from lab import manager
 from model.errors import PreflightFailed
 from model.gpu_reservation import GPU_OVERRIDE
-from tests.integration.deploying import container_ids, current_release, deploy, on_host
+from tests.integration.deploying import container_ids, current_release, deploy, lab_checkout, on_host
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("prefect_api")]
 
@@ -26,10 +25,7 @@ BUSY = {"gpu": {"memory.used": "7900", "utilization.gpu": "97"},
 
 def gpu_lab(clean_lab: Path, tmp_path: Path, need: dict, host: str = "rtx1080") -> Path:
     """The lab repo at v1 with jjeco-heavy declaring ``gpu: need`` and placed on ``host``."""
-    copy = tmp_path / "config"
-    subprocess.run(["git", "clone", "-q", str(clean_lab.parent), str(copy)], check=True)
-    subprocess.run(["git", "-C", str(copy), "checkout", "-q", "-f", "v1"], check=True)
-    inventory = copy / "homelab.yaml"
+    inventory = lab_checkout(clean_lab, tmp_path, "v1")
     data = yaml.safe_load(inventory.read_text())
     heavy = data["phases"]["ai"]["stacks"]["jjeco-heavy"]
     heavy["gpu"] = need

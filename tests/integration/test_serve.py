@@ -75,7 +75,7 @@ async def test_the_four_deployments_with_their_form_schedule_and_limits(control_
     assert "inventory" not in form  # the control process pins it
     assert {name: field["title"] for name, field in form.items() if name != "refresh_images"} == {
         "ref": "Git ref", "only": "Only these stacks", "on_failure": "Failure policy", "dry_run": "Dry run",
-        "environment": "Environment", "skip_staging": "Skip staging"}
+        "environment": "Environment", "skip_staging": "Skip staging", "auto_approve": "Approve without waiting"}
     assert form["environment"]["default"] == "production"  # the UI's Run starts the release pipeline
     assert all(field.get("description") for field in form.values())
     assert form["dry_run"]["default"] is False and form["ref"]["default"] is None

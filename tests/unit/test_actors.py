@@ -25,6 +25,8 @@ from tasks.engine import audit
     (["homelab"], "rollback", "ui:rollback"),
     ([], None, "cli:alice"),
     (["homelab", "manual"], None, "cli:alice"),
+    (["homelab", "agent"], "deploy", "agent:deploy"),  # a run the DeploymentOrchestratorAgent created
+
 ])
 def test_actor_for_run_maps_tags(tags: list[str], deployment: str | None, expected: str) -> None:
     assert actor_for_run(tags, deployment, "alice") == expected

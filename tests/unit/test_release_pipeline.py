@@ -28,6 +28,10 @@ PRODUCTION = {"environment": "production", "trigger": "manual", "changed_phases"
     ({}, {"environment": "staging"}, False, "staging run"),
     ({}, {"yes": True}, False, "--yes"),
     ({}, {"yes": True, "trigger": "webhook"}, True, "webhook run"),  # --yes is for manual runs only
+    ({}, {"yes": True, "trigger": "agent"}, False, "auto_approve on an agent run"),
+    ({}, {"trigger": "agent"}, True, "agent run changes"),
+    ({"not_needed": {"triggers": ["agent"]}}, {"trigger": "agent"}, False, "agent runs"),
+    ({}, {"yes": True, "trigger": "nightly"}, True, "nightly run"),
     ({"not_needed": {"triggers": ["nightly"]}}, {"trigger": "nightly"}, False, "nightly runs"),
     ({"not_needed": {"triggers": ["nightly"]}}, {"trigger": "webhook"}, True, "webhook run"),
     ({"not_needed": {"phases": ["apps"]}}, {}, False, "changes in apps"),
@@ -39,7 +43,8 @@ def test_when_a_run_needs_approval(policy: dict, changes: dict, needed: bool, wh
 
 
 @pytest.mark.parametrize(("tags", "trigger"), [
-    ([], "manual"), (["homelab"], "manual"), (["homelab", "nightly"], "nightly"), (["webhook"], "webhook")])
+    ([], "manual"), (["homelab"], "manual"), (["homelab", "nightly"], "nightly"), (["webhook"], "webhook"),
+    (["agent"], "agent"), (["homelab", "agent"], "agent")])
 def test_the_trigger_comes_from_the_run_tags(tags: list[str], trigger: str) -> None:
     assert trigger_from_tags(tags) == trigger
 

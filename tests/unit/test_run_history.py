@@ -132,7 +132,9 @@ def test_run_summary_lists_only_the_stacks_it_touched():
                        {"host": "rtx1080", "stack": "media", "action": "update", "result": "failed",
                         "from_release": "R1", "to_release": "R2"},
                        {"host": "vps", "stack": "newsletter", "action": "create", "result": "healthy",
-                        "from_release": None, "to_release": "R3"}]}
+                        "from_release": None, "to_release": "R3"}],
+                   "hosts": {"thinkpad": {"traefik": "unchanged"}, "rtx1080": {"media": "failed"},
+                             "vps": {"newsletter": "healthy", "caddy": "not-run"}}}
 
 
 def test_run_summary_of_a_result_without_stacks():
@@ -140,4 +142,4 @@ def test_run_summary_of_a_result_without_stacks():
     assert run_summary(not_approved, environment="production", trigger="nightly", duration_s=1)["changed"] == []
     assert run_summary({}, environment="staging", trigger="manual", duration_s=0) == {
         "commit": None, "source": None, "environment": "staging", "trigger": "manual", "result": "failed",
-        "duration_s": 0, "changed": []}
+        "duration_s": 0, "changed": [], "hosts": {}}

@@ -176,3 +176,21 @@ def test_trust_init_writes_a_file_that_admits_the_inventory_and_keeps_it(repo, t
     assert checked.exit_code == 0 and "admitted" in checked.output
     refused = runner.invoke(app, ["trust", "check", "-i", str(inventory), "--ref", "feature"])
     assert refused.exit_code == 2 and "not on a protected branch" in refused.output
+
+
+def test_an_agent_hook_must_be_the_trusted_one(repo, trusted):
+    """A hook reads the plan and gets the token; an entry point runs in the orchestrator: the
+    trust file names the one target each hook may call."""
+    root, inventory = repo
+    edit_and_commit(root, inventory, "hosts:\n", "agents:\n  plan_review:\n    url: http://10.0.0.9:8100/review\n"
+                                                 "hosts:\n")
+    with pytest.raises(TrustRefused, match=r"agents\.plan_review: the trust file allows no plan_review hook"):
+        load_desired_state(inventory)
+    pinned = pin(load_inventory(inventory))
+    assert pinned.agents == {"plan_review": "http://10.0.0.9:8100/review"}
+    trusted.write_text(dump(pinned))
+    assert load_desired_state(inventory).inventory.agents.plan_review is not None
+    edit_and_commit(root, inventory, "url: http://10.0.0.9:8100/review", "entry_point: os:system")
+    with pytest.raises(TrustRefused, match=r"agents\.plan_review: target 'python:os:system' is not the trusted "
+                                           r"'http://10\.0\.0\.9:8100/review'"):
+        load_desired_state(inventory)
